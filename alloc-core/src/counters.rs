@@ -1,0 +1,111 @@
+//! Shared counters: one cache-padded record per component and one for the whole process.
+//!
+//! These are written only when a thread flushes its batched deltas (see `thread.rs`), never once
+//! per allocation. `live` is signed: a thread may flush the free of a block before the allocating
+//! thread has flushed its allocation, so the shared value can dip below zero for a moment. Every
+//! reader clamps at zero and adds the pending per-thread deltas, which makes the figures exact
+//! once threads are quiet.
+
+use crate::registry::CAPACITY;
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A batch of counter changes for one component.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct Delta {
+    /// Change in live (requested) bytes.
+    pub live: i64,
+    /// Highest value `live` reached during the batch (relative to its start, so `>= 0`).
+    pub high: i64,
+    /// Bytes allocated: new blocks plus realloc growth.
+    pub allocated: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub reallocs: u64,
+    /// Change in bytes requested from the inner allocator (tag overhead included).
+    pub inner: i64,
+}
+
+/// The shared record of one component, or of the whole process.
+pub(crate) struct Shared {
+    pub live: AtomicI64,
+    pub peak: AtomicI64,
+    pub allocated: AtomicU64,
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+    pub reallocs: AtomicU64,
+    pub inner: AtomicI64,
+}
+
+impl Shared {
+    const fn new() -> Shared {
+        Shared {
+            live: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+            allocated: AtomicU64::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            reallocs: AtomicU64::new(0),
+            inner: AtomicI64::new(0),
+        }
+    }
+
+    /// Adds a batch. Five to seven atomic adds: this runs once per flush, not per allocation.
+    pub fn apply(&self, d: &Delta) {
+        let before = self.live.fetch_add(d.live, Relaxed);
+        if d.high > 0 {
+            // `before` is negative only when frees were flushed ahead of the allocations they
+            // undo, which are still pending on other threads; the true live value was >= 0.
+            self.peak
+                .fetch_max(before.max(0).saturating_add(d.high), Relaxed);
+        }
+        if d.allocated != 0 {
+            self.allocated.fetch_add(d.allocated, Relaxed);
+        }
+        if d.allocs != 0 {
+            self.allocs.fetch_add(d.allocs, Relaxed);
+        }
+        if d.frees != 0 {
+            self.frees.fetch_add(d.frees, Relaxed);
+        }
+        if d.reallocs != 0 {
+            self.reallocs.fetch_add(d.reallocs, Relaxed);
+        }
+        if d.inner != 0 {
+            self.inner.fetch_add(d.inner, Relaxed);
+        }
+    }
+
+    pub fn load(&self) -> Delta {
+        Delta {
+            live: self.live.load(Relaxed),
+            high: self.peak.load(Relaxed),
+            allocated: self.allocated.load(Relaxed),
+            allocs: self.allocs.load(Relaxed),
+            frees: self.frees.load(Relaxed),
+            reallocs: self.reallocs.load(Relaxed),
+            inner: self.inner.load(Relaxed),
+        }
+    }
+}
+
+static COMPONENTS: [CachePadded<Shared>; CAPACITY] =
+    [const { CachePadded::new(Shared::new()) }; CAPACITY];
+static GLOBAL: CachePadded<Shared> = CachePadded::new(Shared::new());
+
+/// Folds a batch into the component's and the global record.
+#[inline]
+pub(crate) fn apply(component: u16, d: &Delta) {
+    if let Some(shared) = COMPONENTS.get(component as usize) {
+        shared.apply(d);
+    }
+    GLOBAL.apply(d);
+}
+
+pub(crate) fn component(component: u16) -> Option<&'static Shared> {
+    COMPONENTS.get(component as usize).map(|c| &**c)
+}
+
+pub(crate) fn global() -> &'static Shared {
+    &GLOBAL
+}

@@ -1,0 +1,89 @@
+//! jemalloc's size classes, computed without a call into jemalloc.
+//!
+//! jemalloc 5 rounds every request up to a size class. With a 16-byte quantum (x86-64, aarch64)
+//! the classes are 8, then multiples of 16 up to 128, then four classes per doubling:
+//! `2^k + i * 2^(k-2)` for `i` in 1..=4. The rounding is `sz_s2u` in jemalloc's `sz.h`. Alignments
+//! above the quantum are rare and take jemalloc's own answer (`nallocx`).
+
+use std::os::raw::c_int;
+
+/// jemalloc's quantum: the alignment every size class of 16 bytes or more has.
+pub const QUANTUM: usize = 16;
+
+/// The largest size the fast formula handles; larger requests ask jemalloc.
+const FORMULA_MAX: usize = 1 << 40;
+
+/// The number of bytes jemalloc really hands out for a request of `size` bytes aligned to `align`
+/// (`align` a power of two). Returns 0 when jemalloc would refuse the request.
+///
+/// Equal to `nallocx(size, MALLOCX_ALIGN(align))`; the common case (`align <= 16`) is a few
+/// integer instructions.
+///
+/// ```
+/// use alloc_jemalloc::usable_size;
+/// assert_eq!(usable_size(1, 1), 8);
+/// assert_eq!(usable_size(17, 8), 32);
+/// assert_eq!(usable_size(4096, 8), 4096);
+/// assert_eq!(usable_size(4097, 8), 5120);
+/// ```
+#[inline]
+pub fn usable_size(size: usize, align: usize) -> usize {
+    if align <= QUANTUM && size <= FORMULA_MAX && size != 0 {
+        if size <= 8 {
+            return if align <= 8 { 8 } else { 16 };
+        }
+        // ceil(log2(size)) for size > 8.
+        let lg_ceil = usize::BITS - (size - 1).leading_zeros();
+        let delta = (1usize << (lg_ceil - 3)).max(QUANTUM);
+        return (size + delta - 1) & !(delta - 1);
+    }
+    nallocx(size, align)
+}
+
+#[cold]
+#[inline(never)]
+fn nallocx(size: usize, align: usize) -> usize {
+    let flags = align.trailing_zeros() as c_int; // MALLOCX_LG_ALIGN
+                                                 // SAFETY: nallocx only computes a size; it accepts any size and flags and never allocates.
+    unsafe { tikv_jemalloc_sys::nallocx(size.max(1), flags) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_matches_jemalloc_for_every_small_size() {
+        for align in [1usize, 2, 4, 8, 16] {
+            for size in 1..=70_000usize {
+                assert_eq!(
+                    usable_size(size, align),
+                    nallocx(size, align),
+                    "size {size} align {align}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn formula_matches_jemalloc_for_large_sizes() {
+        let mut size = 70_000usize;
+        while size < (1 << 36) {
+            for s in [size - 1, size, size + 1] {
+                assert_eq!(usable_size(s, 8), nallocx(s, 8), "size {s}");
+            }
+            size = size * 5 / 4;
+        }
+    }
+
+    #[test]
+    fn large_alignments_ask_jemalloc() {
+        for align in [32usize, 64, 4096, 1 << 16] {
+            for size in [1usize, 31, 100, 4096, 5000, 1 << 20] {
+                let usable = usable_size(size, align);
+                assert!(usable >= size);
+                assert_eq!(usable, nallocx(size, align));
+            }
+        }
+    }
+}
