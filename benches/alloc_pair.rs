@@ -1,1 +1,121 @@
-fn main() {}
+//! The governor against its raw inner allocator, in one run: alloc+free pairs of fixed sizes and
+//! random-size churn over a live set, on 1 and 2 threads, over jemalloc and the system allocator.
+//!
+//! `cargo bench --bench alloc_pair`; `benches/README.md` has the figures and the ratios.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use memgov::{Governor, Jemalloc};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::time::{Duration, Instant};
+
+static RAW_JEMALLOC: Jemalloc = Jemalloc;
+static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
+static RAW_SYSTEM: System = System;
+static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
+
+const LIVE_SET: usize = 4096;
+
+type Alloc = &'static (dyn GlobalAlloc + Sync);
+
+fn allocators() -> [(&'static str, Alloc); 4] {
+    [
+        ("jemalloc", &RAW_JEMALLOC),
+        ("governor-jemalloc", &GOV_JEMALLOC),
+        ("system", &RAW_SYSTEM),
+        ("governor-system", &GOV_SYSTEM),
+    ]
+}
+
+fn pair(a: Alloc, layout: Layout) {
+    // SAFETY: non-zero size; the block is freed with the layout it was allocated with.
+    unsafe {
+        let p = a.alloc(layout);
+        black_box(p);
+        a.dealloc(p, layout);
+    }
+}
+
+/// Sizes for the churn: log-uniform from 8 bytes to 4 KiB, from a fixed xorshift seed.
+fn churn_sizes(seed: u64, n: usize) -> Vec<usize> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = 3 + (x % 10) as u32; // 8 B .. 4 KiB
+            let base = 1usize << bits;
+            base + (x >> 20) as usize % base
+        })
+        .collect()
+}
+
+/// `ops` replacements over a live set of LIVE_SET blocks; returns the time they took.
+fn churn(a: Alloc, ops: u64, seed: u64) -> Duration {
+    let sizes = churn_sizes(seed, 1 << 14);
+    let mut live: Vec<(*mut u8, Layout)> = (0..LIVE_SET)
+        .map(|i| {
+            let l = Layout::from_size_align(sizes[i], 8).unwrap();
+            // SAFETY: non-zero size.
+            (unsafe { a.alloc(l) }, l)
+        })
+        .collect();
+    let start = Instant::now();
+    for i in 0..ops as usize {
+        let slot = (i * 2654435761) % LIVE_SET;
+        let l = Layout::from_size_align(sizes[i & ((1 << 14) - 1)], 8).unwrap();
+        // SAFETY: every live block was allocated by `a` with the layout stored beside it.
+        unsafe {
+            let (p, old) = live[slot];
+            a.dealloc(p, old);
+            live[slot] = (a.alloc(l), l);
+        }
+    }
+    let took = start.elapsed();
+    for (p, l) in live {
+        // SAFETY: as above.
+        unsafe { a.dealloc(p, l) };
+    }
+    took
+}
+
+fn pairs(c: &mut Criterion) {
+    for size in [16usize, 64, 4096] {
+        let mut g = c.benchmark_group(format!("pair-{size}B"));
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        for (name, a) in allocators() {
+            g.bench_function(name, |b| b.iter(|| pair(a, layout)));
+        }
+        g.finish();
+    }
+}
+
+fn churns(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        let mut g = c.benchmark_group(format!("churn-{threads}t"));
+        for (name, a) in allocators() {
+            g.bench_with_input(
+                BenchmarkId::from_parameter(name),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        std::thread::scope(|s| {
+                            let hs: Vec<_> = (0..threads)
+                                .map(|t| s.spawn(move || churn(a, iters, 0x9E37_79B9 + t as u64)))
+                                .collect();
+                            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+                        })
+                    })
+                },
+            );
+        }
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = pairs, churns
+}
+criterion_main!(benches);

@@ -22,8 +22,8 @@ pub(crate) struct Delta {
     pub allocs: u64,
     pub frees: u64,
     pub reallocs: u64,
-    /// Change in bytes requested from the inner allocator (tag overhead included).
-    pub inner: i64,
+    /// Change in bytes the tags added to requests made of the inner allocator.
+    pub tag: i64,
 }
 
 /// The shared record of one component, or of the whole process.
@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     pub allocs: AtomicU64,
     pub frees: AtomicU64,
     pub reallocs: AtomicU64,
-    pub inner: AtomicI64,
+    pub tag: AtomicI64,
 }
 
 impl Shared {
@@ -46,7 +46,7 @@ impl Shared {
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             reallocs: AtomicU64::new(0),
-            inner: AtomicI64::new(0),
+            tag: AtomicI64::new(0),
         }
     }
 
@@ -71,8 +71,8 @@ impl Shared {
         if d.reallocs != 0 {
             self.reallocs.fetch_add(d.reallocs, Relaxed);
         }
-        if d.inner != 0 {
-            self.inner.fetch_add(d.inner, Relaxed);
+        if d.tag != 0 {
+            self.tag.fetch_add(d.tag, Relaxed);
         }
     }
 
@@ -84,7 +84,7 @@ impl Shared {
             allocs: self.allocs.load(Relaxed),
             frees: self.frees.load(Relaxed),
             reallocs: self.reallocs.load(Relaxed),
-            inner: self.inner.load(Relaxed),
+            tag: self.tag.load(Relaxed),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`Governor`], the one `GlobalAlloc` implementation.
 
 use crate::registry::CAPACITY;
-use crate::tag;
+use crate::tag::{self, Place, SizeClasses};
 use crate::thread::{self, Op};
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
@@ -90,38 +90,65 @@ impl Governor<std::alloc::System> {
     }
 }
 
+/// Requests at or beyond this size or alignment fail (return null) without reaching the inner
+/// allocator: no machine can satisfy them, and staying below keeps `size + TAG_BYTES` rounded up to
+/// `align` inside `isize::MAX`.
+const LIMIT: usize = isize::MAX as usize / 2;
+
+#[inline(always)]
+fn out_of_range(size: usize, align: usize) -> bool {
+    size >= LIMIT || align >= LIMIT
+}
+
+/// The inner layout for a request of `size` bytes at `align` with its tag at `place`.
+#[inline(always)]
+fn inner_layout(size: usize, align: usize, place: Place) -> Layout {
+    // SAFETY: `align` came from a Layout (a power of two) and `size + extra` rounded up to `align`
+    // stays below isize::MAX because both are below LIMIT (checked by every caller).
+    unsafe { Layout::from_size_align_unchecked(size + place.extra(), align) }
+}
+
 /// Tags a fresh block with the current component and records the allocation.
 ///
 /// # Safety
-/// `ptr` is a block of at least `size + TAG_BYTES` writable bytes.
+/// `ptr` is a block from the inner allocator for the layout `place` was computed from.
 #[inline(always)]
-unsafe fn adopt(ptr: *mut u8, size: usize, inner: usize) {
-    let recorded = thread::with_state(|st| {
-        let comp = st.current();
-        // SAFETY: forwarded from the caller.
-        unsafe { tag::write(ptr, size, comp) };
-        st.record(comp, Op::Alloc, size as i64, inner as i64);
-    });
-    if recorded.is_none() {
-        // SAFETY: forwarded from the caller.
-        unsafe { tag::write(ptr, size, 0) };
-        thread::record_direct(0, Op::Alloc, size as i64, inner as i64);
+unsafe fn adopt(ptr: *mut u8, size: usize, place: Place) {
+    match thread::state() {
+        Some(st) => {
+            let comp = st.current();
+            // SAFETY: forwarded from the caller.
+            unsafe { place.write(ptr, size, comp) };
+            st.record_alloc(comp, size, place.extra());
+        }
+        None => {
+            // SAFETY: forwarded from the caller.
+            unsafe { place.write(ptr, size, 0) };
+            thread::record_direct(
+                0,
+                Op::Alloc {
+                    size: size as u64,
+                    tag: place.extra() as i64,
+                },
+            );
+        }
     }
 }
 
 /// Reads a block's tag, rejecting values no component can have.
 ///
 /// # Safety
-/// `ptr` is a live block handed out by the governor for a request of `size` bytes.
+/// `ptr` is a live block handed out by the governor for a request of `size` bytes with its tag at
+/// `place`.
 #[inline(always)]
-unsafe fn owner(ptr: *const u8, size: usize) -> Option<u16> {
+unsafe fn owner(ptr: *const u8, size: usize, place: Place) -> Option<u16> {
     // SAFETY: forwarded from the caller.
-    let comp = unsafe { tag::read(ptr, size) };
-    if (comp as usize) < CAPACITY {
-        Some(comp)
-    } else {
-        corrupt_tag();
-        None
+    match unsafe { place.read(ptr, size) } {
+        Some(comp) if (comp as usize) < CAPACITY => Some(comp),
+        _ => {
+            corrupt_tag();
+            None
+        }
     }
 }
 
@@ -138,89 +165,116 @@ pub(crate) fn corrupt_tags() -> u64 {
 }
 
 #[inline(always)]
-fn record(comp: u16, op: Op, live: i64, inner: i64) {
-    if thread::with_state(|st| st.record(comp, op, live, inner)).is_none() {
-        thread::record_direct(comp, op, live, inner);
+fn record_free(comp: u16, size: usize, tag: usize) {
+    match thread::state() {
+        Some(st) => st.record_free(comp, size, tag),
+        None => thread::record_direct(
+            comp,
+            Op::Free {
+                size: size as u64,
+                tag: tag as i64,
+            },
+        ),
     }
 }
 
-// SAFETY: every block handed out comes from the inner allocator with a layout that is the caller's
-// layout extended by TAG_BYTES (same alignment), and is handed back to the inner allocator with
-// that same extended layout. The caller's bytes are never touched; only the trailer beyond them.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Governor<A> {
+#[inline(always)]
+fn record_realloc(comp: u16, old: usize, new: usize, tag: i64) {
+    match thread::state() {
+        Some(st) => st.record_realloc(comp, old, new, tag),
+        None => thread::record_direct(
+            comp,
+            Op::Realloc {
+                old: old as u64,
+                new: new as u64,
+                tag,
+            },
+        ),
+    }
+}
+
+// SAFETY: every block handed out comes from the inner allocator with the caller's layout extended
+// by the tag's extra bytes (same alignment), and goes back to it with that same layout: the tag's
+// place is a pure function of the caller's layout, which the caller passes back unchanged. The
+// caller's bytes are never touched, only the trailer beyond them or a shadow entry.
+unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(inner) = tag::inner_layout(layout.size(), layout.align()) else {
+        let (size, align) = (layout.size(), layout.align());
+        if out_of_range(size, align) {
             return ptr::null_mut();
-        };
-        // SAFETY: `inner` has a non-zero size (at least TAG_BYTES).
-        let ptr = unsafe { self.inner.alloc(inner) };
+        }
+        let place = tag::place(&self.inner, size, align);
+        // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
+        // since every class has slack over zero bytes).
+        let ptr = unsafe { self.inner.alloc(inner_layout(size, align, place)) };
         if !ptr.is_null() {
-            // SAFETY: the block has `inner.size()` = size + TAG_BYTES bytes.
-            unsafe { adopt(ptr, layout.size(), inner.size()) };
+            // SAFETY: the block was made for `layout` with its tag at `place`.
+            unsafe { adopt(ptr, size, place) };
         }
         ptr
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some(inner) = tag::inner_layout(layout.size(), layout.align()) else {
+        let (size, align) = (layout.size(), layout.align());
+        if out_of_range(size, align) {
             return ptr::null_mut();
-        };
-        // SAFETY: `inner` has a non-zero size (at least TAG_BYTES).
-        let ptr = unsafe { self.inner.alloc_zeroed(inner) };
+        }
+        let place = tag::place(&self.inner, size, align);
+        // SAFETY: as in `alloc`.
+        let ptr = unsafe { self.inner.alloc_zeroed(inner_layout(size, align, place)) };
         if !ptr.is_null() {
-            // SAFETY: the block has `inner.size()` = size + TAG_BYTES bytes.
-            unsafe { adopt(ptr, layout.size(), inner.size()) };
+            // SAFETY: the block was made for `layout` with its tag at `place`.
+            unsafe { adopt(ptr, size, place) };
         }
         ptr
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let size = layout.size();
-        // The block was allocated with this layout, so extending it succeeded then and does now.
-        let Some(inner) = tag::inner_layout(size, layout.align()) else {
-            return;
-        };
+        let (size, align) = (layout.size(), layout.align());
+        // The block was allocated with this layout, so it is in range and its tag is at `place`.
+        let place = tag::place(&self.inner, size, align);
         // SAFETY: the caller passes a live block from this allocator with its layout.
-        if let Some(comp) = unsafe { owner(ptr, size) } {
-            record(comp, Op::Free, -(size as i64), -(inner.size() as i64));
+        if let Some(comp) = unsafe { owner(ptr, size, place) } {
+            record_free(comp, size, place.extra());
         }
-        // SAFETY: the block came from the inner allocator with exactly `inner`.
-        unsafe { self.inner.dealloc(ptr, inner) };
+        // SAFETY: the block came from the inner allocator with exactly this inner layout.
+        unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old_size, align) = (layout.size(), layout.align());
-        let Some(old_inner) = tag::inner_layout(old_size, align) else {
+        if out_of_range(new_size, align) {
             return ptr::null_mut();
-        };
-        let Some(new_inner) = tag::inner_layout(new_size, align) else {
-            return ptr::null_mut();
-        };
+        }
+        let old_place = tag::place(&self.inner, old_size, align);
+        let new_place = tag::place(&self.inner, new_size, align);
         // SAFETY: the caller passes a live block from this allocator with its layout.
-        let comp = unsafe { owner(ptr, old_size) };
-        // SAFETY: the block came from the inner allocator with `old_inner`; `new_inner.size()` is
-        // non-zero and valid for `align` (checked by inner_layout).
-        let new_ptr = unsafe { self.inner.realloc(ptr, old_inner, new_inner.size()) };
+        let comp = unsafe { owner(ptr, old_size, old_place) };
+        let new_inner = new_size + new_place.extra();
+        // SAFETY: the block came from the inner allocator with the old inner layout; `new_inner` is
+        // non-zero and, rounded up to `align`, below isize::MAX.
+        let new_ptr = unsafe {
+            self.inner
+                .realloc(ptr, inner_layout(old_size, align, old_place), new_inner)
+        };
         if new_ptr.is_null() {
             // The old block, and its tag, are untouched.
             return new_ptr;
         }
-        let comp_or_root = comp.unwrap_or(0);
-        // SAFETY: the new block has `new_size + TAG_BYTES` bytes.
-        unsafe { tag::write(new_ptr, new_size, comp_or_root) };
+        let tag = new_place.extra() as i64 - old_place.extra() as i64;
         match comp {
-            Some(comp) => record(
-                comp,
-                Op::Realloc,
-                new_size as i64 - old_size as i64,
-                new_inner.size() as i64 - old_inner.size() as i64,
-            ),
-            // The old block was credited to no one; from now on it belongs to "unscoped".
-            None => record(0, Op::Alloc, new_size as i64, new_inner.size() as i64),
+            Some(comp) => {
+                // SAFETY: the new block was made for (new_size, align) with its tag at `new_place`.
+                unsafe { new_place.write(new_ptr, new_size, comp) };
+                record_realloc(comp, old_size, new_size, tag);
+            }
+            // The old block was credited to no one; from now on it belongs to the current scope.
+            // SAFETY: as above.
+            None => unsafe { adopt(new_ptr, new_size, new_place) },
         }
         new_ptr
     }

@@ -49,12 +49,12 @@ pub use scope::{
 pub use stats::{
     component_stats, flush_thread, global_stats, snapshot, ComponentStats, GlobalStats, Snapshot,
 };
-pub use tag::TAG_BYTES;
+pub use tag::{SizeClasses, TAG_BYTES};
 
 /// Pending-delta slots per thread (components beyond this share slots and flush more often).
 pub const BATCH_SLOTS: usize = thread::SLOTS;
 /// A thread's batch for one component is flushed after this many operations.
-pub const BATCH_OPS: u32 = thread::FLUSH_OPS;
+pub const BATCH_OPS: u64 = thread::FLUSH_OPS;
 /// A thread's batch for one component is flushed once its pending live delta passes this.
 pub const BATCH_BYTES: u64 = thread::FLUSH_BYTES;
 /// How deeply component scopes may nest on one thread.

@@ -123,7 +123,7 @@ fn merge(shared: Delta, pending: Delta) -> (i64, Delta) {
         allocs: shared.allocs + pending.allocs,
         frees: shared.frees + pending.frees,
         reallocs: shared.reallocs + pending.reallocs,
-        inner: (shared.inner + pending.inner).max(0),
+        tag: (shared.tag + pending.tag).max(0),
     };
     (live, d)
 }
@@ -140,7 +140,7 @@ fn component_from(id: ComponentId, shared: &Shared, pending: Delta) -> Component
         realloc_count: d.reallocs,
         total_allocated_bytes: d.allocated,
         total_freed_bytes: d.allocated.saturating_sub(d.live as u64),
-        live_inner_bytes: d.inner as u64,
+        live_inner_bytes: (d.live + d.tag) as u64,
     }
 }
 
@@ -183,8 +183,8 @@ pub fn global_stats() -> GlobalStats {
         realloc_count: d.reallocs,
         total_allocated_bytes: d.allocated,
         total_freed_bytes: d.allocated.saturating_sub(d.live as u64),
-        live_inner_bytes: d.inner as u64,
-        tag_overhead_bytes: (d.inner - d.live).max(0) as u64,
+        live_inner_bytes: (d.live + d.tag) as u64,
+        tag_overhead_bytes: d.tag as u64,
         components: registry::registered_components(),
         refused_names: registry::refused_names(),
         corrupt_tags: global::corrupt_tags(),

@@ -24,16 +24,25 @@ use crate::counters::{self, Delta};
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize};
 
 /// Pending-delta slots per thread.
 pub const SLOTS: usize = 16;
 /// A slot is flushed after this many operations.
-pub const FLUSH_OPS: u32 = 1024;
+pub const FLUSH_OPS: u64 = 1024;
 /// A slot is flushed once its pending live delta exceeds this many bytes either way.
 pub const FLUSH_BYTES: u64 = 128 * 1024;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_DEPTH: usize = 64;
+
+/// One allocation-path operation, as recorded. `tag` is the bytes the tag added to the inner
+/// request (or the change in them, for a realloc).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Alloc { size: u64, tag: i64 },
+    Free { size: u64, tag: i64 },
+    Realloc { old: u64, new: u64, tag: i64 },
+}
 
 const PHASE_NEW: u8 = 0;
 const PHASE_INIT: u8 = 1;
@@ -41,73 +50,93 @@ const PHASE_READY: u8 = 2;
 const PHASE_EXITED: u8 = 3;
 
 /// One component's pending deltas on one thread. Written only by the owning thread (relaxed
-/// load + store); read by any thread.
+/// load + store, which compile to plain moves); read by any thread.
 #[derive(Default)]
+#[repr(align(64))]
 struct Slot {
     /// Component id + 1; 0 = empty.
-    comp: AtomicU32,
-    ops: AtomicU32,
-    live: AtomicI64,
-    high: AtomicI64,
-    allocated: AtomicU64,
+    comp: AtomicU64,
+    /// Bytes allocated in this batch (new blocks and realloc growth).
+    alloc_bytes: AtomicU64,
+    /// Bytes freed in this batch (freed blocks and realloc shrinkage).
+    free_bytes: AtomicU64,
     allocs: AtomicU64,
     frees: AtomicU64,
     reallocs: AtomicU64,
-    inner: AtomicI64,
+    /// Highest `alloc_bytes - free_bytes` seen in this batch.
+    high: AtomicI64,
+    /// Change in tag bytes asked of the inner allocator on top of the requests.
+    tag_bytes: AtomicI64,
 }
 
 #[inline(always)]
-fn add_u64(a: &AtomicU64, v: u64) {
-    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
-}
-
-#[inline(always)]
-fn add_i64(a: &AtomicI64, v: i64) -> i64 {
+fn bump(a: &AtomicU64, v: u64) -> u64 {
     let n = a.load(Relaxed).wrapping_add(v);
     a.store(n, Relaxed);
     n
 }
 
-/// What kind of operation a record is.
-#[derive(Clone, Copy)]
-pub(crate) enum Op {
-    Alloc,
-    Free,
-    Realloc,
-}
-
 impl Slot {
-    /// Records one operation; returns true when the slot should be flushed.
+    /// Records an allocation; true when the slot should be flushed.
     #[inline(always)]
-    fn record(&self, op: Op, live: i64, inner: i64) -> bool {
-        let now = add_i64(&self.live, live);
-        if live > 0 {
-            add_u64(&self.allocated, live as u64);
-            if now > self.high.load(Relaxed) {
-                self.high.store(now, Relaxed);
+    fn alloc(&self, size: u64, tag: i64) -> bool {
+        let allocated = bump(&self.alloc_bytes, size);
+        let live = allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64;
+        if live > self.high.load(Relaxed) {
+            self.high.store(live, Relaxed);
+        }
+        self.tag_bytes
+            .store(self.tag_bytes.load(Relaxed) + tag, Relaxed);
+        bump(&self.allocs, 1) >= FLUSH_OPS || allocated > FLUSH_BYTES
+    }
+
+    /// Records a free; true when the slot should be flushed.
+    #[inline(always)]
+    fn free(&self, size: u64, tag: i64) -> bool {
+        let freed = bump(&self.free_bytes, size);
+        self.tag_bytes
+            .store(self.tag_bytes.load(Relaxed) - tag, Relaxed);
+        bump(&self.frees, 1) >= FLUSH_OPS || freed > FLUSH_BYTES
+    }
+
+    /// Records a realloc from `old` to `new` bytes; true when the slot should be flushed.
+    #[inline(always)]
+    fn realloc(&self, old: u64, new: u64, tag: i64) -> bool {
+        let moved = if new >= old {
+            let allocated = bump(&self.alloc_bytes, new - old);
+            let live = allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64;
+            if live > self.high.load(Relaxed) {
+                self.high.store(live, Relaxed);
             }
-        }
+            allocated
+        } else {
+            bump(&self.free_bytes, old - new)
+        };
+        self.tag_bytes
+            .store(self.tag_bytes.load(Relaxed) + tag, Relaxed);
+        bump(&self.reallocs, 1) >= FLUSH_OPS || moved > FLUSH_BYTES
+    }
+
+    #[inline(always)]
+    fn record(&self, op: Op) -> bool {
         match op {
-            Op::Alloc => add_u64(&self.allocs, 1),
-            Op::Free => add_u64(&self.frees, 1),
-            Op::Realloc => add_u64(&self.reallocs, 1),
+            Op::Alloc { size, tag } => self.alloc(size, tag),
+            Op::Free { size, tag } => self.free(size, tag),
+            Op::Realloc { old, new, tag } => self.realloc(old, new, tag),
         }
-        add_i64(&self.inner, inner);
-        let ops = self.ops.load(Relaxed) + 1;
-        self.ops.store(ops, Relaxed);
-        ops >= FLUSH_OPS || now.unsigned_abs() > FLUSH_BYTES
     }
 
     /// The pending delta, as a reader sees it.
     fn read(&self) -> Delta {
+        let allocated = self.alloc_bytes.load(Relaxed);
         Delta {
-            live: self.live.load(Relaxed),
+            live: allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64,
             high: self.high.load(Relaxed),
-            allocated: self.allocated.load(Relaxed),
+            allocated,
             allocs: self.allocs.load(Relaxed),
             frees: self.frees.load(Relaxed),
             reallocs: self.reallocs.load(Relaxed),
-            inner: self.inner.load(Relaxed),
+            tag: self.tag_bytes.load(Relaxed),
         }
     }
 
@@ -118,13 +147,17 @@ impl Slot {
             return;
         }
         let d = self.read();
-        for a in [&self.live, &self.high, &self.inner] {
+        for a in [
+            &self.alloc_bytes,
+            &self.free_bytes,
+            &self.allocs,
+            &self.frees,
+            &self.reallocs,
+        ] {
             a.store(0, Relaxed);
         }
-        for a in [&self.allocated, &self.allocs, &self.frees, &self.reallocs] {
-            a.store(0, Relaxed);
-        }
-        self.ops.store(0, Relaxed);
+        self.high.store(0, Relaxed);
+        self.tag_bytes.store(0, Relaxed);
         counters::apply((comp - 1) as u16, &d);
     }
 }
@@ -283,7 +316,19 @@ thread_local! {
 /// down, which a `const` thread-local without `Drop` never is on the platforms we support.
 #[inline(always)]
 pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
-    STATE.try_with(f).ok()
+    state().map(f)
+}
+
+/// This thread's state. The closure is tiny so that `try_with` always inlines to a plain
+/// thread-pointer-relative address.
+#[inline(always)]
+pub(crate) fn state() -> Option<&'static ThreadState> {
+    // SAFETY: the state is a `const`-initialised thread-local without destructor: it lives as long
+    // as the calling thread, and the reference never leaves it (ThreadState is !Sync, so the
+    // reference is !Send).
+    STATE
+        .try_with(|st| unsafe { &*(st as *const ThreadState) })
+        .ok()
 }
 
 /// The calling thread's current component id.
@@ -301,24 +346,77 @@ impl ThreadState {
 
     /// Records an allocation-path operation on `comp`.
     #[inline(always)]
-    pub fn record(&self, comp: u16, op: Op, live: i64, inner: i64) {
+    fn slot(&self, comp: u16) -> Option<&Slot> {
         let block = self.block.get();
-        if !block.is_null() {
-            // SAFETY: a non-null `block` is this thread's claimed block, valid forever.
-            let slot = unsafe { &(*block).slots[comp as usize % SLOTS] };
-            if slot.comp.load(Relaxed) == u32::from(comp) + 1 {
-                if slot.record(op, live, inner) {
+        if block.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `block` is this thread's claimed block, valid forever.
+        let slot = unsafe { &(*block).slots[comp as usize % SLOTS] };
+        (slot.comp.load(Relaxed) == u64::from(comp) + 1).then_some(slot)
+    }
+
+    /// Records an allocation of `size` bytes (plus `tag` bytes of tag) in `comp`.
+    #[inline(always)]
+    pub fn record_alloc(&self, comp: u16, size: usize, tag: usize) {
+        match self.slot(comp) {
+            Some(slot) => {
+                if slot.alloc(size as u64, tag as i64) {
                     flush_slot(slot);
                 }
-                return;
             }
+            None => self.record_slow(
+                comp,
+                Op::Alloc {
+                    size: size as u64,
+                    tag: tag as i64,
+                },
+            ),
         }
-        self.record_slow(comp, op, live, inner);
+    }
+
+    /// Records a free of `size` bytes (plus `tag` bytes of tag) from `comp`.
+    #[inline(always)]
+    pub fn record_free(&self, comp: u16, size: usize, tag: usize) {
+        match self.slot(comp) {
+            Some(slot) => {
+                if slot.free(size as u64, tag as i64) {
+                    flush_slot(slot);
+                }
+            }
+            None => self.record_slow(
+                comp,
+                Op::Free {
+                    size: size as u64,
+                    tag: tag as i64,
+                },
+            ),
+        }
+    }
+
+    /// Records a realloc in `comp`.
+    #[inline(always)]
+    pub fn record_realloc(&self, comp: u16, old: usize, new: usize, tag: i64) {
+        match self.slot(comp) {
+            Some(slot) => {
+                if slot.realloc(old as u64, new as u64, tag) {
+                    flush_slot(slot);
+                }
+            }
+            None => self.record_slow(
+                comp,
+                Op::Realloc {
+                    old: old as u64,
+                    new: new as u64,
+                    tag,
+                },
+            ),
+        }
     }
 
     #[cold]
     #[inline(never)]
-    fn record_slow(&self, comp: u16, op: Op, live: i64, inner: i64) {
+    pub(crate) fn record_slow(&self, comp: u16, op: Op) {
         if self.phase.get() == PHASE_NEW {
             self.init_block();
         }
@@ -328,12 +426,12 @@ impl ThreadState {
             Some(block) => {
                 let slot = &block.slots[comp as usize % SLOTS];
                 slot.flush();
-                slot.comp.store(u32::from(comp) + 1, Relaxed);
-                if slot.record(op, live, inner) {
+                slot.comp.store(u64::from(comp) + 1, Relaxed);
+                if slot.record(op) {
                     slot.flush();
                 }
             }
-            None => record_direct(comp, op, live, inner),
+            None => record_direct(comp, op),
         }
     }
 
@@ -417,21 +515,34 @@ fn flush_slot(slot: &Slot) {
 /// Applies one operation straight to the shared counters (no block on this thread).
 #[cold]
 #[inline(never)]
-pub(crate) fn record_direct(comp: u16, op: Op, live: i64, inner: i64) {
-    let mut d = Delta {
-        live,
-        inner,
-        ..Delta::default()
+pub(crate) fn record_direct(comp: u16, op: Op) {
+    let d = match op {
+        Op::Alloc { size, tag } => Delta {
+            live: size as i64,
+            high: size as i64,
+            allocated: size,
+            allocs: 1,
+            tag,
+            ..Delta::default()
+        },
+        Op::Free { size, tag } => Delta {
+            live: -(size as i64),
+            frees: 1,
+            tag: -tag,
+            ..Delta::default()
+        },
+        Op::Realloc { old, new, tag } => {
+            let live = new as i64 - old as i64;
+            Delta {
+                live,
+                high: live.max(0),
+                allocated: new.saturating_sub(old),
+                reallocs: 1,
+                tag,
+                ..Delta::default()
+            }
+        }
     };
-    if live > 0 {
-        d.allocated = live as u64;
-        d.high = live;
-    }
-    match op {
-        Op::Alloc => d.allocs = 1,
-        Op::Free => d.frees = 1,
-        Op::Realloc => d.reallocs = 1,
-    }
     counters::apply(comp, &d);
 }
 
@@ -444,7 +555,7 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
         }
         for slot in &block.slots {
             let c = slot.comp.load(Relaxed);
-            if c == 0 || comp.is_some_and(|comp| u32::from(comp) + 1 != c) {
+            if c == 0 || comp.is_some_and(|comp| u64::from(comp) + 1 != c) {
                 continue;
             }
             let d = slot.read();
@@ -454,7 +565,7 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
             sum.allocs += d.allocs;
             sum.frees += d.frees;
             sum.reallocs += d.reallocs;
-            sum.inner += d.inner;
+            sum.tag += d.tag;
         }
     }
     sum

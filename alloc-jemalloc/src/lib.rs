@@ -25,7 +25,7 @@
 
 mod size_class;
 
-pub use size_class::{usable_size, QUANTUM};
+pub use size_class::{slack, usable_size, QUANTUM, SMALL_SLACK, SMALL_SLACK_LIMIT};
 
 use std::alloc::{GlobalAlloc, Layout};
 

@@ -29,15 +29,56 @@ const FORMULA_MAX: usize = 1 << 40;
 #[inline]
 pub fn usable_size(size: usize, align: usize) -> usize {
     if align <= QUANTUM && size <= FORMULA_MAX && size != 0 {
-        if size <= 8 {
-            return if align <= 8 { 8 } else { 16 };
+        if size <= 8 && align > 8 {
+            return 16;
         }
-        // ceil(log2(size)) for size > 8.
-        let lg_ceil = usize::BITS - (size - 1).leading_zeros();
-        let delta = (1usize << (lg_ceil - 3)).max(QUANTUM);
-        return (size + delta - 1) & !(delta - 1);
+        return formula(size);
     }
     nallocx(size, align)
+}
+
+/// Requests below this size (at alignments up to [`QUANTUM`]) have their slack in [`SMALL_SLACK`].
+pub const SMALL_SLACK_LIMIT: usize = 16 * 1024;
+
+/// `usable_size(size, 16) - size` for every `size < SMALL_SLACK_LIMIT`, capped at 255: one load
+/// instead of the formula on the allocation path.
+pub static SMALL_SLACK: [u8; SMALL_SLACK_LIMIT] = {
+    let mut table = [0u8; SMALL_SLACK_LIMIT];
+    let mut size = 0;
+    while size < SMALL_SLACK_LIMIT {
+        let slack = formula(size) - size;
+        table[size] = if slack > 255 { 255 } else { slack as u8 };
+        size += 1;
+    }
+    table
+};
+
+/// The size-class formula for alignments up to the quantum (`size <= FORMULA_MAX`).
+const fn formula(size: usize) -> usize {
+    if size <= 8 {
+        return 8;
+    }
+    let lg_ceil = usize::BITS - (size - 1).leading_zeros();
+    let delta = if lg_ceil - 3 < 4 {
+        QUANTUM
+    } else {
+        1usize << (lg_ceil - 3)
+    };
+    (size + delta - 1) & !(delta - 1)
+}
+
+/// `usable_size(size, align) - size`, the bytes past the request that jemalloc hands out anyway.
+///
+/// ```
+/// assert_eq!(alloc_jemalloc::slack(100, 8), 12);
+/// assert_eq!(alloc_jemalloc::slack(4096, 8), 0);
+/// ```
+#[inline(always)]
+pub fn slack(size: usize, align: usize) -> usize {
+    if size < SMALL_SLACK_LIMIT && align <= QUANTUM && size > 8 {
+        return SMALL_SLACK[size] as usize;
+    }
+    usable_size(size, align).wrapping_sub(size)
 }
 
 #[cold]
@@ -73,6 +114,25 @@ mod tests {
                 assert_eq!(usable_size(s, 8), nallocx(s, 8), "size {s}");
             }
             size = size * 5 / 4;
+        }
+    }
+
+    #[test]
+    fn slack_table_matches_jemalloc() {
+        for align in [1usize, 8, 16] {
+            for size in 0..SMALL_SLACK_LIMIT + 100 {
+                let expected = nallocx(size, align) - size.max(if size == 0 { 0 } else { 1 });
+                let got = slack(size, align);
+                if size > 8 && size < SMALL_SLACK_LIMIT {
+                    assert_eq!(got, expected.min(255), "size {size} align {align}");
+                } else {
+                    assert_eq!(
+                        got,
+                        nallocx(size, align).wrapping_sub(size),
+                        "size {size} align {align}"
+                    );
+                }
+            }
         }
     }
 
