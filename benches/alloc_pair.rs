@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench alloc_pair`; `benches/README.md` has the figures and the ratios.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use memgov::{Governor, Jemalloc};
 use std::alloc::{GlobalAlloc, Layout, System};

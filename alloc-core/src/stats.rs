@@ -78,6 +78,9 @@ pub struct GlobalStats {
     pub live_inner_bytes: u64,
     /// `live_inner_bytes - live_bytes`: what the tags add to the requests.
     pub tag_overhead_bytes: u64,
+    /// Address space reserved for the shadow tag tables (not memory: only touched pages become
+    /// resident). 0 when exact-class requests use trailers.
+    pub shadow_reserved_bytes: u64,
     /// Components registered (the two reserved ones included).
     pub components: usize,
     /// Names refused because the registry was full.
@@ -185,6 +188,7 @@ pub fn global_stats() -> GlobalStats {
         total_freed_bytes: d.allocated.saturating_sub(d.live as u64),
         live_inner_bytes: (d.live + d.tag) as u64,
         tag_overhead_bytes: d.tag as u64,
+        shadow_reserved_bytes: crate::tag::shadow::reserved_bytes() as u64,
         components: registry::registered_components(),
         refused_names: registry::refused_names(),
         corrupt_tags: global::corrupt_tags(),
@@ -260,7 +264,7 @@ impl fmt::Display for Snapshot {
         let g = &self.global;
         write!(
             f,
-            "{:<20} {:>14} {:>14} {:>12} {:>12} {:>10}\n(inner allocator asked for {} live bytes, tags {} bytes; {} threads)",
+            "{:<20} {:>14} {:>14} {:>12} {:>12} {:>10}\n(inner allocator asked for {} live bytes, trailer tags {} bytes; threads holding counters: {})",
             "TOTAL", g.live_bytes, g.peak_live_bytes, g.alloc_count, g.free_count, g.realloc_count,
             g.live_inner_bytes, g.tag_overhead_bytes, g.threads
         )
