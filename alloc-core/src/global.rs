@@ -93,11 +93,12 @@ impl Governor<std::alloc::System> {
 /// Requests at or beyond this size or alignment fail (return null) without reaching the inner
 /// allocator: no machine can satisfy them, and staying below keeps `size + TAG_BYTES` rounded up to
 /// `align` inside `isize::MAX`.
-const LIMIT: usize = isize::MAX as usize / 2;
+const LIMIT: usize = 1 << (usize::BITS - 2);
 
 #[inline(always)]
 fn out_of_range(size: usize, align: usize) -> bool {
-    size >= LIMIT || align >= LIMIT
+    // LIMIT is a power of two, so this is `size >= LIMIT || align >= LIMIT` in one compare.
+    (size | align) >= LIMIT
 }
 
 /// The inner layout for a request of `size` bytes at `align` with its tag at `place`.
@@ -119,7 +120,7 @@ unsafe fn adopt(ptr: *mut u8, size: usize, place: Place) {
             let comp = st.current();
             // SAFETY: forwarded from the caller.
             unsafe { place.write(ptr, size, comp) };
-            st.record_alloc(comp, size, place.extra());
+            st.record_alloc(comp, size, place.extra() != 0);
         }
         None => {
             // SAFETY: forwarded from the caller.
@@ -128,7 +129,7 @@ unsafe fn adopt(ptr: *mut u8, size: usize, place: Place) {
                 0,
                 Op::Alloc {
                     size: size as u64,
-                    tag: place.extra() as i64,
+                    trailer: place.extra() != 0,
                 },
             );
         }
@@ -165,14 +166,14 @@ pub(crate) fn corrupt_tags() -> u64 {
 }
 
 #[inline(always)]
-fn record_free(comp: u16, size: usize, tag: usize) {
+fn record_free(comp: u16, size: usize, trailer: bool) {
     match thread::state() {
-        Some(st) => st.record_free(comp, size, tag),
+        Some(st) => st.record_free(comp, size, trailer),
         None => thread::record_direct(
             comp,
             Op::Free {
                 size: size as u64,
-                tag: tag as i64,
+                trailer,
             },
         ),
     }
@@ -238,7 +239,7 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
         let place = tag::place(&self.inner, size, align);
         // SAFETY: the caller passes a live block from this allocator with its layout.
         if let Some(comp) = unsafe { owner(ptr, size, place) } {
-            record_free(comp, size, place.extra());
+            record_free(comp, size, place.extra() != 0);
         }
         // SAFETY: the block came from the inner allocator with exactly this inner layout.
         unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };

@@ -11,11 +11,12 @@
 //! loads and stores; shared counters are written only when a batch is flushed.
 //!
 //! # How fresh the figures are
-//! Each thread batches its counter changes in [`BATCH_SLOTS`] slots and
-//! flushes a slot after [`BATCH_OPS`] operations or once its pending live delta passes
-//! [`BATCH_BYTES`]. Readers ([`snapshot`], [`component_stats`], [`global_stats`]) add every
+//! Each thread batches its counter changes (one record per component) and folds them into the
+//! shared counters once its operations have cost [`BATCH_BUDGET`], each costing its bytes plus
+//! [`BATCH_OP_COST`]. Readers ([`snapshot`], [`component_stats`], [`global_stats`]) add every
 //! thread's pending deltas, so once the threads are quiet the figures are exact. While threads run,
-//! the shared counters alone lag by at most `BATCH_SLOTS * BATCH_BYTES` live bytes per thread.
+//! the shared counters alone lag by less than `BATCH_BUDGET` bytes (256 KiB) and
+//! `BATCH_BUDGET / BATCH_OP_COST` operations (1024) per running thread.
 //!
 //! Peak figures are exact for a single thread; with several threads allocating in one component
 //! at once, a peak is assembled from per-thread batches and can be off by the same drift.
@@ -51,11 +52,9 @@ pub use stats::{
 };
 pub use tag::{SizeClasses, TAG_BYTES};
 
-/// Pending-delta slots per thread (components beyond this share slots and flush more often).
-pub const BATCH_SLOTS: usize = thread::SLOTS;
-/// A thread's batch for one component is flushed after this many operations.
-pub const BATCH_OPS: u64 = thread::FLUSH_OPS;
-/// A thread's batch for one component is flushed once its pending live delta passes this.
-pub const BATCH_BYTES: u64 = thread::FLUSH_BYTES;
+/// A thread folds its batched deltas into the shared counters once its operations cost this much.
+pub const BATCH_BUDGET: i64 = thread::FLUSH_BUDGET;
+/// What one operation costs against [`BATCH_BUDGET`] on top of its bytes.
+pub const BATCH_OP_COST: i64 = thread::OP_COST;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_SCOPE_DEPTH: usize = thread::MAX_DEPTH;

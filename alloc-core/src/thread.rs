@@ -1,17 +1,17 @@
 //! Per-thread state: the current component, the scope stack and the batched counter deltas.
 //!
 //! # Batching
-//! Each thread owns a [`Block`] of [`SLOTS`] pending-delta slots, direct-mapped by component id.
-//! The allocation path only does relaxed loads and stores on its own block (no atomic
-//! read-modify-write, no shared cache line). A slot is folded into the shared counters (a flush)
-//! when it has seen [`FLUSH_OPS`] operations, when its pending live delta passes
-//! [`FLUSH_BYTES`], when another component needs the slot, when the thread calls
-//! [`flush_thread`](crate::flush_thread), and when the thread exits.
+//! Each thread owns a [`Block`]: one 64-byte record of pending deltas per component (indexed by
+//! component id, so there is nothing to look up or evict) and a list of the records in use. The
+//! allocation path does relaxed loads and stores on its own block only: no atomic
+//! read-modify-write, no shared cache line. The block is folded into the shared counters (a flush)
+//! when the thread's budget of [`FLUSH_BUDGET`] runs out, where each operation costs its bytes plus
+//! [`OP_COST`]; when the thread calls [`flush_thread`](crate::flush_thread); and when it exits.
 //!
-//! So the shared view lags the truth by at most `SLOTS * FLUSH_BYTES` live bytes and
-//! `SLOTS * FLUSH_OPS` operations per running thread. Readers ([`crate::snapshot`] and friends) add
-//! every thread's pending deltas, because blocks live in memory any thread can read: once threads
-//! are quiet, what they read is exact.
+//! So the shared counters lag the truth by less than `FLUSH_BUDGET` bytes (256 KiB) and
+//! `FLUSH_BUDGET / OP_COST` operations (1024) per running thread, all components together.
+//! Readers ([`crate::snapshot`] and friends) add every thread's pending deltas, because blocks live
+//! in memory any thread can read: once threads are quiet, what they read is exact.
 //!
 //! # Teardown
 //! The thread-local is `const`-initialised and has no destructor, so it can be reached from any
@@ -21,26 +21,26 @@
 //! the block exists, or while it is being set up) go straight to the shared counters.
 
 use crate::counters::{self, Delta};
+use crate::registry::CAPACITY;
+use crate::tag::TAG_BYTES;
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize};
 
-/// Pending-delta slots per thread.
-pub const SLOTS: usize = 16;
-/// A slot is flushed after this many operations.
-pub const FLUSH_OPS: u64 = 1024;
-/// A slot is flushed once its pending live delta exceeds this many bytes either way.
-pub const FLUSH_BYTES: u64 = 128 * 1024;
+/// A thread's pending deltas are flushed once its operations have cost this much.
+pub const FLUSH_BUDGET: i64 = 256 * 1024;
+/// What one operation costs against the budget on top of its bytes.
+pub const OP_COST: i64 = 256;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_DEPTH: usize = 64;
 
-/// One allocation-path operation, as recorded. `tag` is the bytes the tag added to the inner
-/// request (or the change in them, for a realloc).
+/// One allocation-path operation, as recorded. `trailer` says whether the block's tag is a trailer
+/// (which adds `TAG_BYTES` to the inner request); `tag` is the change in trailer bytes of a realloc.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Op {
-    Alloc { size: u64, tag: i64 },
-    Free { size: u64, tag: i64 },
+    Alloc { size: u64, trailer: bool },
+    Free { size: u64, trailer: bool },
     Realloc { old: u64, new: u64, tag: i64 },
 }
 
@@ -49,24 +49,31 @@ const PHASE_INIT: u8 = 1;
 const PHASE_READY: u8 = 2;
 const PHASE_EXITED: u8 = 3;
 
+/// The low half of a packed count is the number of operations; the high half how many of them
+/// were on blocks with a trailer tag. A batch holds far fewer than 2^32 operations.
+const TRAILER_ONE: u64 = 1 << 32;
+const COUNT_MASK: u64 = TRAILER_ONE - 1;
+
 /// One component's pending deltas on one thread. Written only by the owning thread (relaxed
 /// load + store, which compile to plain moves); read by any thread.
 #[derive(Default)]
-#[repr(align(64))]
-struct Slot {
-    /// Component id + 1; 0 = empty.
-    comp: AtomicU64,
+#[repr(C, align(64))]
+struct Record {
     /// Bytes allocated in this batch (new blocks and realloc growth).
-    alloc_bytes: AtomicU64,
+    allocated: AtomicU64,
     /// Bytes freed in this batch (freed blocks and realloc shrinkage).
-    free_bytes: AtomicU64,
+    freed: AtomicU64,
+    /// Packed: allocations | trailer-tagged allocations << 32.
     allocs: AtomicU64,
+    /// Packed: frees | trailer-tagged frees << 32.
     frees: AtomicU64,
     reallocs: AtomicU64,
-    /// Highest `alloc_bytes - free_bytes` seen in this batch.
+    /// Highest `allocated - freed` seen in this batch.
     high: AtomicI64,
-    /// Change in tag bytes asked of the inner allocator on top of the requests.
-    tag_bytes: AtomicI64,
+    /// Change in trailer bytes made by reallocs in this batch.
+    tag: AtomicI64,
+    /// 1 while the record is on its block's dirty list.
+    listed: AtomicU64,
 }
 
 #[inline(always)]
@@ -76,99 +83,163 @@ fn bump(a: &AtomicU64, v: u64) -> u64 {
     n
 }
 
-impl Slot {
-    /// Records an allocation; true when the slot should be flushed.
-    #[inline(always)]
-    fn alloc(&self, size: u64, tag: i64) -> bool {
-        let allocated = bump(&self.alloc_bytes, size);
-        let live = allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64;
-        if live > self.high.load(Relaxed) {
-            self.high.store(live, Relaxed);
-        }
-        self.tag_bytes
-            .store(self.tag_bytes.load(Relaxed) + tag, Relaxed);
-        bump(&self.allocs, 1) >= FLUSH_OPS || allocated > FLUSH_BYTES
-    }
-
-    /// Records a free; true when the slot should be flushed.
-    #[inline(always)]
-    fn free(&self, size: u64, tag: i64) -> bool {
-        let freed = bump(&self.free_bytes, size);
-        self.tag_bytes
-            .store(self.tag_bytes.load(Relaxed) - tag, Relaxed);
-        bump(&self.frees, 1) >= FLUSH_OPS || freed > FLUSH_BYTES
-    }
-
-    /// Records a realloc from `old` to `new` bytes; true when the slot should be flushed.
-    #[inline(always)]
-    fn realloc(&self, old: u64, new: u64, tag: i64) -> bool {
-        let moved = if new >= old {
-            let allocated = bump(&self.alloc_bytes, new - old);
-            let live = allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64;
-            if live > self.high.load(Relaxed) {
-                self.high.store(live, Relaxed);
-            }
-            allocated
-        } else {
-            bump(&self.free_bytes, old - new)
-        };
-        self.tag_bytes
-            .store(self.tag_bytes.load(Relaxed) + tag, Relaxed);
-        bump(&self.reallocs, 1) >= FLUSH_OPS || moved > FLUSH_BYTES
-    }
-
-    #[inline(always)]
-    fn record(&self, op: Op) -> bool {
-        match op {
-            Op::Alloc { size, tag } => self.alloc(size, tag),
-            Op::Free { size, tag } => self.free(size, tag),
-            Op::Realloc { old, new, tag } => self.realloc(old, new, tag),
-        }
-    }
-
+impl Record {
     /// The pending delta, as a reader sees it.
     fn read(&self) -> Delta {
-        let allocated = self.alloc_bytes.load(Relaxed);
+        let allocated = self.allocated.load(Relaxed);
+        let (allocs, frees) = (self.allocs.load(Relaxed), self.frees.load(Relaxed));
+        let trailers = (allocs >> 32) as i64 - (frees >> 32) as i64;
         Delta {
-            live: allocated.wrapping_sub(self.free_bytes.load(Relaxed)) as i64,
+            live: allocated.wrapping_sub(self.freed.load(Relaxed)) as i64,
             high: self.high.load(Relaxed),
             allocated,
-            allocs: self.allocs.load(Relaxed),
-            frees: self.frees.load(Relaxed),
+            allocs: allocs & COUNT_MASK,
+            frees: frees & COUNT_MASK,
             reallocs: self.reallocs.load(Relaxed),
-            tag: self.tag_bytes.load(Relaxed),
+            tag: trailers * TAG_BYTES as i64 + self.tag.load(Relaxed),
         }
     }
 
-    /// Owner only: folds the pending delta into the shared counters and zeroes it.
-    fn flush(&self) {
-        let comp = self.comp.load(Relaxed);
-        if comp == 0 {
-            return;
-        }
+    /// Owner only: zeroes the record and returns what it held.
+    fn take(&self) -> Delta {
         let d = self.read();
         for a in [
-            &self.alloc_bytes,
-            &self.free_bytes,
+            &self.allocated,
+            &self.freed,
             &self.allocs,
             &self.frees,
             &self.reallocs,
+            &self.listed,
         ] {
             a.store(0, Relaxed);
         }
         self.high.store(0, Relaxed);
-        self.tag_bytes.store(0, Relaxed);
-        counters::apply((comp - 1) as u16, &d);
+        self.tag.store(0, Relaxed);
+        d
     }
 }
 
 /// A thread's pending deltas. Never freed: recycled through `in_use`.
-#[repr(align(128))]
+#[repr(C, align(128))]
 struct Block {
-    slots: [Slot; SLOTS],
+    /// Owner only: what the thread may still spend before it flushes.
+    budget: AtomicI64,
+    /// How many entries of `dirty` are valid.
+    dirty_len: AtomicUsize,
+    /// Components whose record holds a pending delta.
+    dirty: [AtomicU16; CAPACITY],
     in_use: AtomicBool,
     /// Next block in the append-only list of every block; immutable once published.
     next: *const Block,
+    records: [Record; CAPACITY],
+}
+
+impl Block {
+    #[inline(always)]
+    fn record(&self, comp: u16) -> &Record {
+        // CAPACITY is a power of two and every id is below it; the mask keeps this branch-free.
+        &self.records[comp as usize & (CAPACITY - 1)]
+    }
+
+    /// Owner only: charges `cost` to the budget; true when it is spent.
+    #[inline(always)]
+    fn spend(&self, cost: i64) -> bool {
+        let left = self.budget.load(Relaxed) - cost;
+        self.budget.store(left, Relaxed);
+        left < 0
+    }
+
+    /// Owner only: puts `comp` on the dirty list if it is not there yet.
+    #[cold]
+    #[inline(never)]
+    fn list(&self, comp: u16) {
+        let r = self.record(comp);
+        if r.listed.load(Relaxed) == 0 {
+            r.listed.store(1, Relaxed);
+            let n = self.dirty_len.load(Relaxed);
+            self.dirty[n % CAPACITY].store(comp, Relaxed);
+            self.dirty_len.store(n + 1, Release);
+        }
+    }
+
+    /// Owner only: the slow half of an operation: list the record, flush if the budget is spent.
+    #[cold]
+    #[inline(never)]
+    fn settle(&self, comp: u16) {
+        self.list(comp);
+        if self.budget.load(Relaxed) < 0 {
+            self.flush();
+        }
+    }
+
+    /// Owner only: folds every pending delta into the shared counters.
+    fn flush(&self) {
+        let n = self.dirty_len.load(Relaxed).min(CAPACITY);
+        for entry in &self.dirty[..n] {
+            let comp = entry.load(Relaxed);
+            counters::apply(comp, &self.record(comp).take());
+        }
+        self.dirty_len.store(0, Release);
+        self.budget.store(FLUSH_BUDGET, Relaxed);
+    }
+
+    /// Records one operation (any kind). The allocation path uses the specialised versions below.
+    fn record_op(&self, comp: u16, op: Op) {
+        match op {
+            Op::Alloc { size, trailer } => self.alloc(comp, size, trailer),
+            Op::Free { size, trailer } => self.free(comp, size, trailer),
+            Op::Realloc { old, new, tag } => self.realloc(comp, old, new, tag),
+        }
+    }
+
+    #[inline(always)]
+    fn alloc(&self, comp: u16, size: u64, trailer: bool) {
+        let r = self.record(comp);
+        let allocated = bump(&r.allocated, size);
+        let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
+        if live > r.high.load(Relaxed) {
+            r.high.store(live, Relaxed);
+        }
+        let before = r.allocs.load(Relaxed);
+        r.allocs
+            .store(before + 1 + ((trailer as u64) << 32), Relaxed);
+        if self.spend(size as i64 + OP_COST) | (before == 0) {
+            self.settle(comp);
+        }
+    }
+
+    #[inline(always)]
+    fn free(&self, comp: u16, size: u64, trailer: bool) {
+        let r = self.record(comp);
+        bump(&r.freed, size);
+        let before = r.frees.load(Relaxed);
+        r.frees
+            .store(before + 1 + ((trailer as u64) << 32), Relaxed);
+        if self.spend(size as i64 + OP_COST) | (before == 0) {
+            self.settle(comp);
+        }
+    }
+
+    #[inline(always)]
+    fn realloc(&self, comp: u16, old: u64, new: u64, tag: i64) {
+        let r = self.record(comp);
+        if new >= old {
+            let allocated = bump(&r.allocated, new - old);
+            let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
+            if live > r.high.load(Relaxed) {
+                r.high.store(live, Relaxed);
+            }
+        } else {
+            bump(&r.freed, old - new);
+        }
+        if tag != 0 {
+            r.tag.store(r.tag.load(Relaxed) + tag, Relaxed);
+        }
+        let before = bump(&r.reallocs, 1) - 1;
+        if self.spend(new.abs_diff(old) as i64 + OP_COST) | (before == 0) {
+            self.settle(comp);
+        }
+    }
 }
 
 /// Head of the list of every block ever made.
@@ -191,28 +262,27 @@ fn blocks() -> impl Iterator<Item = &'static Block> {
     })
 }
 
-/// Claims a free block or makes new ones with `mmap`. Cold; never calls the governed allocator.
+/// Claims a free block or makes a new one with `mmap`. Cold; never calls the governed allocator.
 #[cold]
 #[inline(never)]
 fn claim_block() -> *const Block {
-    for block in blocks() {
-        if !block.in_use.load(Relaxed)
-            && block
-                .in_use
+    let claimed = blocks().find(|b| {
+        !b.in_use.load(Relaxed)
+            && b.in_use
                 .compare_exchange(false, true, Acquire, Relaxed)
                 .is_ok()
-        {
-            BLOCKS_IN_USE.fetch_add(1, Relaxed);
-            return block;
-        }
+    });
+    if let Some(block) = claimed {
+        block.budget.store(FLUSH_BUDGET, Relaxed);
+        BLOCKS_IN_USE.fetch_add(1, Relaxed);
+        return block;
     }
-    const CHUNK: usize = 64 * 1024;
-    let count = CHUNK / std::mem::size_of::<Block>();
+    let size = std::mem::size_of::<Block>();
     // SAFETY: an anonymous private mapping; no existing memory is touched.
     let mem = unsafe {
         libc::mmap(
             ptr::null_mut(),
-            CHUNK,
+            size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -222,28 +292,25 @@ fn claim_block() -> *const Block {
     if mem == libc::MAP_FAILED {
         return ptr::null();
     }
-    let first = mem.cast::<Block>();
-    // SAFETY: the mapping is zero-filled, page-aligned (so 128-aligned) and holds `count` blocks;
-    // an all-zero Block is valid (atomics at zero, null `next`). Nothing else sees these blocks
-    // until the compare-exchange below publishes them.
+    let block = mem.cast::<Block>();
+    // SAFETY: the mapping is zero-filled, page-aligned (so 128-aligned) and large enough for a
+    // Block; an all-zero Block is valid (atomics at zero, null `next`). Nothing else sees it until
+    // the compare-exchange below publishes it.
     unsafe {
-        for i in 0..count - 1 {
-            (*first.add(i)).next = first.add(i + 1);
-        }
-        (*first).in_use.store(true, Relaxed);
-        let last = first.add(count - 1);
+        (*block).in_use.store(true, Relaxed);
+        (*block).budget.store(FLUSH_BUDGET, Relaxed);
         let mut head = BLOCKS.load(Relaxed);
         loop {
-            (*last).next = head;
-            match BLOCKS.compare_exchange_weak(head, first, AcqRel, Relaxed) {
+            (*block).next = head;
+            match BLOCKS.compare_exchange_weak(head, block, AcqRel, Relaxed) {
                 Ok(_) => break,
                 Err(h) => head = h,
             }
         }
     }
-    BLOCKS_MADE.fetch_add(count, Relaxed);
+    BLOCKS_MADE.fetch_add(1, Relaxed);
     BLOCKS_IN_USE.fetch_add(1, Relaxed);
-    first
+    block
 }
 
 fn exit_key() -> Option<libc::pthread_key_t> {
@@ -281,10 +348,7 @@ extern "C" fn thread_exit(block: *mut libc::c_void) {
 }
 
 fn release(block: &Block) {
-    for slot in &block.slots {
-        slot.flush();
-        slot.comp.store(0, Relaxed);
-    }
+    block.flush();
     BLOCKS_IN_USE.fetch_sub(1, Relaxed);
     block.in_use.store(false, Release);
 }
@@ -346,63 +410,46 @@ impl ThreadState {
 
     /// Records an allocation-path operation on `comp`.
     #[inline(always)]
-    fn slot(&self, comp: u16) -> Option<&Slot> {
-        let block = self.block.get();
-        if block.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null `block` is this thread's claimed block, valid forever.
-        let slot = unsafe { &(*block).slots[comp as usize % SLOTS] };
-        (slot.comp.load(Relaxed) == u64::from(comp) + 1).then_some(slot)
+    fn block(&self) -> Option<&'static Block> {
+        // SAFETY: a non-null `block` is this thread's claimed block; blocks are never freed.
+        unsafe { self.block.get().as_ref() }
     }
 
-    /// Records an allocation of `size` bytes (plus `tag` bytes of tag) in `comp`.
+    /// Records an allocation of `size` bytes in `comp`.
     #[inline(always)]
-    pub fn record_alloc(&self, comp: u16, size: usize, tag: usize) {
-        match self.slot(comp) {
-            Some(slot) => {
-                if slot.alloc(size as u64, tag as i64) {
-                    flush_slot(slot);
-                }
-            }
+    pub fn record_alloc(&self, comp: u16, size: usize, trailer: bool) {
+        match self.block() {
+            Some(block) => block.alloc(comp, size as u64, trailer),
             None => self.record_slow(
                 comp,
                 Op::Alloc {
                     size: size as u64,
-                    tag: tag as i64,
+                    trailer,
                 },
             ),
         }
     }
 
-    /// Records a free of `size` bytes (plus `tag` bytes of tag) from `comp`.
+    /// Records a free of `size` bytes from `comp`.
     #[inline(always)]
-    pub fn record_free(&self, comp: u16, size: usize, tag: usize) {
-        match self.slot(comp) {
-            Some(slot) => {
-                if slot.free(size as u64, tag as i64) {
-                    flush_slot(slot);
-                }
-            }
+    pub fn record_free(&self, comp: u16, size: usize, trailer: bool) {
+        match self.block() {
+            Some(block) => block.free(comp, size as u64, trailer),
             None => self.record_slow(
                 comp,
                 Op::Free {
                     size: size as u64,
-                    tag: tag as i64,
+                    trailer,
                 },
             ),
         }
     }
 
-    /// Records a realloc in `comp`.
+    /// Records a realloc in `comp` (`tag`: the change in trailer bytes).
     #[inline(always)]
     pub fn record_realloc(&self, comp: u16, old: usize, new: usize, tag: i64) {
-        match self.slot(comp) {
-            Some(slot) => {
-                if slot.realloc(old as u64, new as u64, tag) {
-                    flush_slot(slot);
-                }
-            }
+        match self.block() {
+            Some(block) => block.realloc(comp, old as u64, new as u64, tag),
             None => self.record_slow(
                 comp,
                 Op::Realloc {
@@ -414,23 +461,15 @@ impl ThreadState {
         }
     }
 
+    /// No block yet (first operation on this thread), or none to be had.
     #[cold]
     #[inline(never)]
     pub(crate) fn record_slow(&self, comp: u16, op: Op) {
         if self.phase.get() == PHASE_NEW {
             self.init_block();
         }
-        let block = self.block.get();
-        // SAFETY: a non-null `block` is this thread's claimed block, valid forever.
-        match unsafe { block.as_ref() } {
-            Some(block) => {
-                let slot = &block.slots[comp as usize % SLOTS];
-                slot.flush();
-                slot.comp.store(u64::from(comp) + 1, Relaxed);
-                if slot.record(op) {
-                    slot.flush();
-                }
-            }
+        match self.block() {
+            Some(block) => block.record_op(comp, op),
             None => record_direct(comp, op),
         }
     }
@@ -462,11 +501,8 @@ impl ThreadState {
 
     /// Flushes every slot of this thread into the shared counters.
     pub fn flush(&self) {
-        // SAFETY: a non-null `block` is this thread's claimed block, valid forever.
-        if let Some(block) = unsafe { self.block.get().as_ref() } {
-            for slot in &block.slots {
-                slot.flush();
-            }
+        if let Some(block) = self.block() {
+            block.flush();
         }
     }
 
@@ -506,29 +542,23 @@ impl ThreadState {
     }
 }
 
-#[cold]
-#[inline(never)]
-fn flush_slot(slot: &Slot) {
-    slot.flush();
-}
-
 /// Applies one operation straight to the shared counters (no block on this thread).
 #[cold]
 #[inline(never)]
 pub(crate) fn record_direct(comp: u16, op: Op) {
     let d = match op {
-        Op::Alloc { size, tag } => Delta {
+        Op::Alloc { size, trailer } => Delta {
             live: size as i64,
             high: size as i64,
             allocated: size,
             allocs: 1,
-            tag,
+            tag: if trailer { TAG_BYTES as i64 } else { 0 },
             ..Delta::default()
         },
-        Op::Free { size, tag } => Delta {
+        Op::Free { size, trailer } => Delta {
             live: -(size as i64),
             frees: 1,
-            tag: -tag,
+            tag: if trailer { -(TAG_BYTES as i64) } else { 0 },
             ..Delta::default()
         },
         Op::Realloc { old, new, tag } => {
@@ -549,23 +579,24 @@ pub(crate) fn record_direct(comp: u16, op: Op) {
 /// The sum of every thread's pending delta for `comp` (or for every component when `None`).
 pub(crate) fn pending(comp: Option<u16>) -> Delta {
     let mut sum = Delta::default();
-    for block in blocks() {
-        if !block.in_use.load(Acquire) {
-            continue;
-        }
-        for slot in &block.slots {
-            let c = slot.comp.load(Relaxed);
-            if c == 0 || comp.is_some_and(|comp| u64::from(comp) + 1 != c) {
-                continue;
+    let mut add = |d: Delta| {
+        sum.live += d.live;
+        sum.high = sum.high.max(d.high);
+        sum.allocated += d.allocated;
+        sum.allocs += d.allocs;
+        sum.frees += d.frees;
+        sum.reallocs += d.reallocs;
+        sum.tag += d.tag;
+    };
+    for block in blocks().filter(|b| b.in_use.load(Acquire)) {
+        match comp {
+            Some(comp) => add(block.record(comp).read()),
+            None => {
+                let n = block.dirty_len.load(Acquire).min(CAPACITY);
+                for entry in &block.dirty[..n] {
+                    add(block.record(entry.load(Relaxed)).read());
+                }
             }
-            let d = slot.read();
-            sum.live += d.live;
-            sum.high = sum.high.max(d.high);
-            sum.allocated += d.allocated;
-            sum.allocs += d.allocs;
-            sum.frees += d.frees;
-            sum.reallocs += d.reallocs;
-            sum.tag += d.tag;
         }
     }
     sum
