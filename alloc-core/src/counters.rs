@@ -96,10 +96,35 @@ static GLOBAL: CachePadded<Shared> = CachePadded::new(Shared::new());
 /// Folds a batch into the component's and the global record.
 #[inline]
 pub(crate) fn apply(component: u16, d: &Delta) {
+    apply_component(component, d);
+    GLOBAL.apply(d);
+}
+
+/// Folds a batch into the component's record only; the caller folds the sum of its batches into
+/// the global record with [`apply_global`].
+#[inline]
+pub(crate) fn apply_component(component: u16, d: &Delta) {
     if let Some(shared) = COMPONENTS.get(component as usize) {
         shared.apply(d);
     }
+}
+
+/// Folds the sum of several components' batches into the global record.
+pub(crate) fn apply_global(d: &Delta) {
     GLOBAL.apply(d);
+}
+
+impl Delta {
+    /// Appends `next` to this batch, as if its operations had come after this batch's.
+    pub(crate) fn then(&mut self, next: &Delta) {
+        self.high = self.high.max(self.live + next.high);
+        self.live += next.live;
+        self.allocated += next.allocated;
+        self.allocs += next.allocs;
+        self.frees += next.frees;
+        self.reallocs += next.reallocs;
+        self.tag += next.tag;
+    }
 }
 
 pub(crate) fn component(component: u16) -> Option<&'static Shared> {

@@ -15,7 +15,7 @@
 //! shared counters once its operations have cost [`BATCH_BUDGET`], each costing its bytes plus
 //! [`BATCH_OP_COST`]. Readers ([`snapshot`], [`component_stats`], [`global_stats`]) add every
 //! thread's pending deltas, so once the threads are quiet the figures are exact. While threads run,
-//! the shared counters alone lag by less than `BATCH_BUDGET` bytes (256 KiB) and
+//! the shared counters alone lag by less than `BATCH_BUDGET` bytes (1 MiB) and
 //! `BATCH_BUDGET / BATCH_OP_COST` operations (1024) per running thread.
 //!
 //! Peak figures are exact for a single thread; with several threads allocating in one component

@@ -8,7 +8,7 @@
 //! when the thread's budget of [`FLUSH_BUDGET`] runs out, where each operation costs its bytes plus
 //! [`OP_COST`]; when the thread calls [`flush_thread`](crate::flush_thread); and when it exits.
 //!
-//! So the shared counters lag the truth by less than `FLUSH_BUDGET` bytes (256 KiB) and
+//! So the shared counters lag the truth by less than `FLUSH_BUDGET` bytes (1 MiB) and
 //! `FLUSH_BUDGET / OP_COST` operations (1024) per running thread, all components together.
 //! Readers ([`crate::snapshot`] and friends) add every thread's pending deltas, because blocks live
 //! in memory any thread can read: once threads are quiet, what they read is exact.
@@ -29,9 +29,9 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize};
 
 /// A thread's pending deltas are flushed once its operations have cost this much.
-pub const FLUSH_BUDGET: i64 = 256 * 1024;
+pub const FLUSH_BUDGET: i64 = 1024 * 1024;
 /// What one operation costs against the budget on top of its bytes.
-pub const OP_COST: i64 = 256;
+pub const OP_COST: i64 = 1024;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_DEPTH: usize = 64;
 
@@ -175,10 +175,14 @@ impl Block {
     /// Owner only: folds every pending delta into the shared counters.
     fn flush(&self) {
         let n = self.dirty_len.load(Relaxed).min(CAPACITY);
+        let mut total = Delta::default();
         for entry in &self.dirty[..n] {
             let comp = entry.load(Relaxed);
-            counters::apply(comp, &self.record(comp).take());
+            let d = self.record(comp).take();
+            counters::apply_component(comp, &d);
+            total.then(&d);
         }
+        counters::apply_global(&total);
         self.dirty_len.store(0, Release);
         self.budget.store(FLUSH_BUDGET, Relaxed);
     }
