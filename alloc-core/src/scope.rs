@@ -157,7 +157,9 @@ pub fn current_component() -> ComponentId {
 /// A future that enters a component scope around every poll of the future it wraps.
 ///
 /// Made by [`scoped`] or [`InComponent::in_component`]. Works with any executor: the scope is
-/// entered and left inside `poll`, so the future may move between threads freely.
+/// entered and left inside `poll`, so the future may move between threads freely. If the polling
+/// thread already has [`MAX_SCOPE_DEPTH`](crate::MAX_SCOPE_DEPTH) scopes open, that poll runs in
+/// the thread's current component instead (a poll must not fail).
 ///
 /// ```
 /// use std::future::Future;
