@@ -2,7 +2,7 @@
 
 use crate::registry::CAPACITY;
 use crate::tag::{self, Place, SizeClasses};
-use crate::thread::{self, Op};
+use crate::thread::{self, Op, ThreadState};
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -109,33 +109,6 @@ fn inner_layout(size: usize, align: usize, place: Place) -> Layout {
     unsafe { Layout::from_size_align_unchecked(size + place.extra(), align) }
 }
 
-/// Tags a fresh block with the current component and records the allocation.
-///
-/// # Safety
-/// `ptr` is a block from the inner allocator for the layout `place` was computed from.
-#[inline(always)]
-unsafe fn adopt(ptr: *mut u8, size: usize, place: Place) {
-    match thread::state() {
-        Some(st) => {
-            let comp = st.current();
-            // SAFETY: forwarded from the caller.
-            unsafe { place.write(ptr, size, comp) };
-            st.record_alloc(comp, size, place.extra() != 0);
-        }
-        None => {
-            // SAFETY: forwarded from the caller.
-            unsafe { place.write(ptr, size, 0) };
-            thread::record_direct(
-                0,
-                Op::Alloc {
-                    size: size as u64,
-                    trailer: place.extra() != 0,
-                },
-            );
-        }
-    }
-}
-
 /// Reads a block's tag, rejecting values no component can have.
 ///
 /// # Safety
@@ -165,9 +138,48 @@ pub(crate) fn corrupt_tags() -> u64 {
     CORRUPT_TAGS.load(Relaxed)
 }
 
+/// The calling thread's state; `None` only if its thread-local is gone, and then every operation
+/// goes straight to the shared counters.
+type St = Option<&'static ThreadState>;
+
 #[inline(always)]
-fn record_free(comp: u16, size: usize, trailer: bool) {
-    match thread::state() {
+fn current(st: St) -> u16 {
+    st.map_or(0, ThreadState::current)
+}
+
+#[inline(always)]
+fn admit(st: St, comp: u16, size: usize) -> bool {
+    match st {
+        Some(st) => st.admit(comp, size),
+        None => thread::admit_direct(comp, size as u64),
+    }
+}
+
+#[inline(always)]
+fn refund(st: St, comp: u16, size: usize) {
+    match st {
+        Some(st) => st.refund(comp, size),
+        None => thread::uncharge_direct(comp, size as u64),
+    }
+}
+
+#[inline(always)]
+fn record_alloc(st: St, comp: u16, size: usize, trailer: bool) {
+    match st {
+        Some(st) => st.record_alloc(comp, size, trailer),
+        None => thread::record_direct(
+            comp,
+            Op::Alloc {
+                size: size as u64,
+                trailer,
+            },
+        ),
+    }
+}
+
+#[inline(always)]
+fn record_free(st: St, comp: u16, size: usize, trailer: bool) {
+    match st {
         Some(st) => st.record_free(comp, size, trailer),
         None => thread::record_direct(
             comp,
@@ -180,8 +192,8 @@ fn record_free(comp: u16, size: usize, trailer: bool) {
 }
 
 #[inline(always)]
-fn record_realloc(comp: u16, old: usize, new: usize, tag: i64) {
-    match thread::state() {
+fn record_realloc(st: St, comp: u16, old: usize, new: usize, tag: i64) {
+    match st {
         Some(st) => st.record_realloc(comp, old, new, tag),
         None => thread::record_direct(
             comp,
@@ -194,6 +206,44 @@ fn record_realloc(comp: u16, old: usize, new: usize, tag: i64) {
     }
 }
 
+impl<A: GlobalAlloc + SizeClasses> Governor<A> {
+    /// `alloc` and `alloc_zeroed`: admit against the budgets, allocate, tag, record.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if out_of_range(size, align) {
+            return ptr::null_mut();
+        }
+        let place = tag::place(&self.inner, size, align);
+        let st = thread::state();
+        let comp = current(st);
+        if !admit(st, comp, size) {
+            return ptr::null_mut();
+        }
+        let inner = inner_layout(size, align, place);
+        // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
+        // since every class has slack over zero bytes).
+        let ptr = unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(inner)
+            } else {
+                self.inner.alloc(inner)
+            }
+        };
+        if ptr.is_null() {
+            refund(st, comp, size);
+            return ptr;
+        }
+        // SAFETY: the block was made for `layout` with its tag at `place`.
+        unsafe { place.write(ptr, size, comp) };
+        record_alloc(st, comp, size, place.extra() != 0);
+        ptr
+    }
+}
+
 // SAFETY: every block handed out comes from the inner allocator with the caller's layout extended
 // by the tag's extra bytes (same alignment), and goes back to it with that same layout: the tag's
 // place is a pure function of the caller's layout, which the caller passes back unchanged. The
@@ -201,35 +251,14 @@ fn record_realloc(comp: u16, old: usize, new: usize, tag: i64) {
 unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        if out_of_range(size, align) {
-            return ptr::null_mut();
-        }
-        let place = tag::place(&self.inner, size, align);
-        // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
-        // since every class has slack over zero bytes).
-        let ptr = unsafe { self.inner.alloc(inner_layout(size, align, place)) };
-        if !ptr.is_null() {
-            // SAFETY: the block was made for `layout` with its tag at `place`.
-            unsafe { adopt(ptr, size, place) };
-        }
-        ptr
+        // SAFETY: forwarded contract.
+        unsafe { self.allocate(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        if out_of_range(size, align) {
-            return ptr::null_mut();
-        }
-        let place = tag::place(&self.inner, size, align);
-        // SAFETY: as in `alloc`.
-        let ptr = unsafe { self.inner.alloc_zeroed(inner_layout(size, align, place)) };
-        if !ptr.is_null() {
-            // SAFETY: the block was made for `layout` with its tag at `place`.
-            unsafe { adopt(ptr, size, place) };
-        }
-        ptr
+        // SAFETY: forwarded contract.
+        unsafe { self.allocate(layout, true) }
     }
 
     #[inline]
@@ -239,7 +268,7 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
         let place = tag::place(&self.inner, size, align);
         // SAFETY: the caller passes a live block from this allocator with its layout.
         if let Some(comp) = unsafe { owner(ptr, size, place) } {
-            record_free(comp, size, place.extra() != 0);
+            record_free(thread::state(), comp, size, place.extra() != 0);
         }
         // SAFETY: the block came from the inner allocator with exactly this inner layout.
         unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };
@@ -253,8 +282,18 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
         }
         let old_place = tag::place(&self.inner, old_size, align);
         let new_place = tag::place(&self.inner, new_size, align);
+        let st = thread::state();
         // SAFETY: the caller passes a live block from this allocator with its layout.
-        let comp = unsafe { owner(ptr, old_size, old_place) };
+        let owner = unsafe { owner(ptr, old_size, old_place) };
+        // A block whose tag was unreadable was credited to no one: it joins the current component
+        // as if it were new.
+        let (comp, charged) = match owner {
+            Some(comp) => (comp, new_size.saturating_sub(old_size)),
+            None => (current(st), new_size),
+        };
+        if charged > 0 && !admit(st, comp, charged) {
+            return ptr::null_mut();
+        }
         let new_inner = new_size + new_place.extra();
         // SAFETY: the block came from the inner allocator with the old inner layout; `new_inner` is
         // non-zero and, rounded up to `align`, below isize::MAX.
@@ -264,18 +303,19 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
         };
         if new_ptr.is_null() {
             // The old block, and its tag, are untouched.
+            if charged > 0 {
+                refund(st, comp, charged);
+            }
             return new_ptr;
         }
-        let tag = new_place.extra() as i64 - old_place.extra() as i64;
-        match comp {
-            Some(comp) => {
-                // SAFETY: the new block was made for (new_size, align) with its tag at `new_place`.
-                unsafe { new_place.write(new_ptr, new_size, comp) };
-                record_realloc(comp, old_size, new_size, tag);
+        // SAFETY: the new block was made for (new_size, align) with its tag at `new_place`.
+        unsafe { new_place.write(new_ptr, new_size, comp) };
+        match owner {
+            Some(_) => {
+                let tag = new_place.extra() as i64 - old_place.extra() as i64;
+                record_realloc(st, comp, old_size, new_size, tag);
             }
-            // The old block was credited to no one; from now on it belongs to the current scope.
-            // SAFETY: as above.
-            None => unsafe { adopt(new_ptr, new_size, new_place) },
+            None => record_alloc(st, comp, new_size, new_place.extra() != 0),
         }
         new_ptr
     }

@@ -11,12 +11,12 @@
 //! loads and stores; shared counters are written only when a batch is flushed.
 //!
 //! # How fresh the figures are
-//! Each thread batches its counter changes (one record per component) and folds them into the
-//! shared counters once its operations have cost [`BATCH_BUDGET`], each costing its bytes plus
-//! [`BATCH_OP_COST`]. Readers ([`snapshot`], [`component_stats`], [`global_stats`]) add every
-//! thread's pending deltas, so once the threads are quiet the figures are exact. While threads run,
-//! the shared counters alone lag by less than `BATCH_BUDGET` bytes (1 MiB) and
-//! `BATCH_BUDGET / BATCH_OP_COST` operations (1024) per running thread.
+//! Each thread batches its statistics (one record per component) and folds a record into the
+//! shared counters every [`BATCH_OPS`] operations of one kind. Readers ([`snapshot`],
+//! [`component_stats`], [`global_stats`]) add every thread's pending deltas, so once the threads
+//! are quiet the figures are exact. Budgets never wait for a flush: hard limits and pressure levels
+//! are checked against charged bytes, which exceed the live bytes by at most [`MAX_CREDIT`] per
+//! thread and component (see [`Limits`]).
 //!
 //! Peak figures are exact for a single thread; with several threads allocating in one component
 //! at once, a peak is assembled from per-thread batches and can be off by the same drift.
@@ -30,19 +30,43 @@
 //! * `global`: the `GlobalAlloc` impl.
 //! * `stats`: reading the figures.
 
+mod abort_line;
+mod budget;
+mod config;
 mod counters;
 mod global;
+mod monitor;
+mod pressure;
 mod registry;
+mod reservation;
 mod scope;
 mod stats;
 mod tag;
 mod thread;
 
+pub use budget::{
+    budget, budget_stats, process_limits, set_budget, set_component_budget, set_process_limits,
+    BudgetExceeded, BudgetStats, LimitError, Limits, Scope, CREDIT_CHUNK, MAX_CREDIT, NEAR_LIMIT,
+};
+pub use config::{
+    init, parse_budgets, parse_env_var, parse_interval, parse_size, parse_thresholds, parse_with,
+    ConfigError, ConfigErrors, MemorySource, Setting, VARIABLES,
+};
 pub use global::{DefaultInner, Governor};
+pub use monitor::{
+    adaptive_size, component_adaptive_size, every, monitor_interval, monitor_stats,
+    on_component_pressure, on_pressure, remove_callback, set_monitor_interval, start_monitor,
+    MonitorStats,
+};
+pub use pressure::{
+    component_pressure, dropped_events, pressure, set_thresholds, thresholds, EventKind, Level,
+    PressureEvent, ThresholdError, Thresholds,
+};
 pub use registry::{
     component, lookup_component, refused_names, registered_components, try_component, ComponentId,
     NameError, CAPACITY, MAX_NAME_LEN,
 };
+pub use reservation::{reserve, reserve_in, try_with_budget, Reservation};
 pub use scope::{
     component_scope, current_component, scope_depth, scoped, try_component_scope, try_enter,
     InComponent, ScopeError, ScopeGuard, Scoped,
@@ -52,9 +76,8 @@ pub use stats::{
 };
 pub use tag::{SizeClasses, TAG_BYTES};
 
-/// A thread folds its batched deltas into the shared counters once its operations cost this much.
-pub const BATCH_BUDGET: i64 = thread::FLUSH_BUDGET;
-/// What one operation costs against [`BATCH_BUDGET`] on top of its bytes.
-pub const BATCH_OP_COST: i64 = thread::OP_COST;
+/// A thread folds a component's batched statistics into the shared counters every this many
+/// allocations, frees or reallocs.
+pub const BATCH_OPS: u64 = thread::FLUSH_OPS;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_SCOPE_DEPTH: usize = thread::MAX_DEPTH;

@@ -99,6 +99,7 @@ impl Drop for ScopeGuard {
 /// assert_eq!(guard.component(), id);
 /// ```
 pub fn try_enter(component: ComponentId) -> Result<ScopeGuard, ScopeError> {
+    crate::config::ensure_init();
     match thread::with_state(|st| st.push_scope(component.0)) {
         Some(Some(level)) => Ok(ScopeGuard {
             level,

@@ -169,6 +169,12 @@ pub fn component_stats(name: &str) -> Option<ComponentStats> {
     registry::lookup_component(name).map(ComponentId::stats)
 }
 
+/// Live bytes of the whole process (shared counter plus every thread's pending delta). Never
+/// allocates.
+pub(crate) fn global_live_bytes() -> u64 {
+    (counters::global().load().live + thread::pending(None).live).max(0) as u64
+}
+
 /// The process-wide figures.
 ///
 /// ```
@@ -204,6 +210,7 @@ pub fn global_stats() -> GlobalStats {
 /// live bytes. While threads run, each figure may lag by the drift documented in the crate docs.
 /// The snapshot's own `Vec` is allocated in the caller's current component.
 pub fn snapshot() -> Snapshot {
+    crate::config::ensure_init();
     let components: Vec<ComponentStats> = registry::all()
         .map(|id| {
             component_from(
@@ -225,10 +232,12 @@ pub fn snapshot() -> Snapshot {
     Snapshot { global, components }
 }
 
-/// Folds the calling thread's batched deltas into the shared counters now.
+/// Folds the calling thread's batched statistics into the shared counters now and returns its
+/// unspent budget credit.
 ///
-/// Readers already include every thread's pending deltas, so this is only needed before reading
-/// the shared counters alone (budget checks do) or to bound drift on a thread about to idle.
+/// Readers already include every thread's pending deltas, so this is only needed to hand credit
+/// back before a thread idles (credit it holds counts against hard limits) or to refresh the
+/// shared counters.
 ///
 /// ```
 /// alloc_core::flush_thread();

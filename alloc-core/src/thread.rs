@@ -1,37 +1,42 @@
-//! Per-thread state: the current component, the scope stack and the batched counter deltas.
+//! Per-thread state: the current component, the scope stack, the batched statistics and the
+//! budget credit.
 //!
 //! # Batching
-//! Each thread owns a [`Block`]: one 64-byte record of pending deltas per component (indexed by
-//! component id, so there is nothing to look up or evict) and a list of the records in use. The
-//! allocation path does relaxed loads and stores on its own block only: no atomic
-//! read-modify-write, no shared cache line. The block is folded into the shared counters (a flush)
-//! when the thread's budget of [`FLUSH_BUDGET`] runs out, where each operation costs its bytes plus
-//! [`OP_COST`]; when the thread calls [`flush_thread`](crate::flush_thread); and when it exits.
+//! Each thread owns a [`Block`]: one 64-byte record per component (indexed by component id, so
+//! there is nothing to look up or evict) and a list of the records in use. The allocation path does
+//! relaxed loads and stores on its own block only: no atomic read-modify-write, no shared cache
+//! line. A record's statistics are folded into the shared counters (a flush) every [`FLUSH_OPS`]
+//! allocations, frees or reallocs, when the thread calls [`flush_thread`](crate::flush_thread),
+//! and when it exits. Readers ([`crate::snapshot`] and friends) add every thread's pending
+//! statistics, because blocks live in memory any thread can read: once threads are quiet, what
+//! they read is exact.
 //!
-//! So the shared counters lag the truth by less than `FLUSH_BUDGET` bytes (1 MiB) and
-//! `FLUSH_BUDGET / OP_COST` operations (1024) per running thread, all components together.
-//! Readers ([`crate::snapshot`] and friends) add every thread's pending deltas, because blocks live
-//! in memory any thread can read: once threads are quiet, what they read is exact.
+//! Budgets do not wait for a flush: each record also holds the thread's credit for the component
+//! (and the block its credit for the process), spent and refilled as described in `budget.rs`. So
+//! the charged bytes that limits and pressure levels are computed from exceed the live bytes by at
+//! most [`MAX_CREDIT`](crate::budget::MAX_CREDIT) per thread and component, and never fall below
+//! them.
 //!
 //! # Teardown
 //! The thread-local is `const`-initialised and has no destructor, so it can be reached from any
 //! other thread-local's destructor. Blocks come from `mmap`, never from the allocator being
 //! governed, and are recycled: at thread exit a pthread-key destructor (which runs after Rust's
-//! thread-local destructors) flushes the block and hands it back. Allocations after that (or before
-//! the block exists, or while it is being set up) go straight to the shared counters.
+//! thread-local destructors) flushes the block, returns its credit and hands it back. Operations
+//! after that (or before the block exists, or while it is being set up) go straight to the shared
+//! counters and charge budgets exactly.
 
+use crate::budget::{self, Scope, CREDIT_CHUNK, MAX_CREDIT};
 use crate::counters::{self, Delta};
-use crate::registry::CAPACITY;
+use crate::pressure;
+use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::TAG_BYTES;
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize};
 
-/// A thread's pending deltas are flushed once its operations have cost this much.
-pub const FLUSH_BUDGET: i64 = 1024 * 1024;
-/// What one operation costs against the budget on top of its bytes.
-pub const OP_COST: i64 = 1024;
+/// A thread flushes its pending statistics for a component every this many operations of one kind.
+pub const FLUSH_OPS: u64 = 1024;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_DEPTH: usize = 64;
 
@@ -54,8 +59,9 @@ const PHASE_EXITED: u8 = 3;
 const TRAILER_ONE: u64 = 1 << 32;
 const COUNT_MASK: u64 = TRAILER_ONE - 1;
 
-/// One component's pending deltas on one thread. Written only by the owning thread (relaxed
-/// load + store, which compile to plain moves); read by any thread.
+/// One component's pending deltas on one thread, and the thread's credit for the component's
+/// budget. Written only by the owning thread (relaxed load + store, which compile to plain moves);
+/// read by any thread.
 #[derive(Default)]
 #[repr(C, align(64))]
 struct Record {
@@ -63,15 +69,15 @@ struct Record {
     allocated: AtomicU64,
     /// Bytes freed in this batch (freed blocks and realloc shrinkage).
     freed: AtomicU64,
-    /// Packed: allocations | trailer-tagged allocations << 32.
+    /// Packed: allocations | blocks that gained a trailer tag << 32.
     allocs: AtomicU64,
-    /// Packed: frees | trailer-tagged frees << 32.
+    /// Packed: frees | blocks that lost a trailer tag << 32.
     frees: AtomicU64,
     reallocs: AtomicU64,
     /// Highest `allocated - freed` seen in this batch.
     high: AtomicI64,
-    /// Change in trailer bytes made by reallocs in this batch.
-    tag: AtomicI64,
+    /// Bytes this thread has charged to the component's budget and not yet spent.
+    credit: AtomicI64,
     /// 1 while the record is on its block's dirty list.
     listed: AtomicU64,
 }
@@ -81,6 +87,13 @@ fn bump(a: &AtomicU64, v: u64) -> u64 {
     let n = a.load(Relaxed).wrapping_add(v);
     a.store(n, Relaxed);
     n
+}
+
+/// True when a count that was `before` should send the operation down the slow half: the first
+/// operation of its kind in a batch (to list the record) and every `FLUSH_OPS`-th (to flush).
+#[inline(always)]
+fn settle_due(before: u64) -> bool {
+    (before.wrapping_add(1) & (FLUSH_OPS - 1)) <= 1
 }
 
 impl Record {
@@ -96,11 +109,11 @@ impl Record {
             allocs: allocs & COUNT_MASK,
             frees: frees & COUNT_MASK,
             reallocs: self.reallocs.load(Relaxed),
-            tag: trailers * TAG_BYTES as i64 + self.tag.load(Relaxed),
+            tag: trailers * TAG_BYTES as i64,
         }
     }
 
-    /// Owner only: zeroes the record and returns what it held.
+    /// Owner only: zeroes the statistics (not the credit) and returns what they held.
     fn take(&self) -> Delta {
         let d = self.read();
         for a in [
@@ -109,24 +122,22 @@ impl Record {
             &self.allocs,
             &self.frees,
             &self.reallocs,
-            &self.listed,
         ] {
             a.store(0, Relaxed);
         }
         self.high.store(0, Relaxed);
-        self.tag.store(0, Relaxed);
         d
     }
 }
 
-/// A thread's pending deltas. Never freed: recycled through `in_use`.
+/// A thread's pending deltas and budget credit. Never freed: recycled through `in_use`.
 #[repr(C, align(128))]
 struct Block {
-    /// Owner only: what the thread may still spend before it flushes.
-    budget: AtomicI64,
+    /// Bytes this thread has charged to the process budget and not yet spent.
+    credit: AtomicI64,
     /// How many entries of `dirty` are valid.
     dirty_len: AtomicUsize,
-    /// Components whose record holds a pending delta.
+    /// Components whose record holds a pending delta or credit.
     dirty: [AtomicU16; CAPACITY],
     in_use: AtomicBool,
     /// Next block in the append-only list of every block; immutable once published.
@@ -141,17 +152,7 @@ impl Block {
         &self.records[comp as usize & (CAPACITY - 1)]
     }
 
-    /// Owner only: charges `cost` to the budget; true when it is spent.
-    #[inline(always)]
-    fn spend(&self, cost: i64) -> bool {
-        let left = self.budget.load(Relaxed) - cost;
-        self.budget.store(left, Relaxed);
-        left < 0
-    }
-
     /// Owner only: puts `comp` on the dirty list if it is not there yet.
-    #[cold]
-    #[inline(never)]
     fn list(&self, comp: u16) {
         let r = self.record(comp);
         if r.listed.load(Relaxed) == 0 {
@@ -162,29 +163,152 @@ impl Block {
         }
     }
 
-    /// Owner only: the slow half of an operation: list the record, flush if the budget is spent.
+    /// Owner only: the slow half of an operation whose count was `before`.
     #[cold]
     #[inline(never)]
-    fn settle(&self, comp: u16) {
+    fn settle(&self, comp: u16, before: u64) {
         self.list(comp);
-        if self.budget.load(Relaxed) < 0 {
+        if (before & COUNT_MASK) + 1 >= FLUSH_OPS {
             self.flush();
         }
     }
 
-    /// Owner only: folds every pending delta into the shared counters.
+    /// Owner only: folds every pending delta into the shared counters. Records still holding
+    /// credit stay listed.
     fn flush(&self) {
         let n = self.dirty_len.load(Relaxed).min(CAPACITY);
         let mut total = Delta::default();
-        for entry in &self.dirty[..n] {
-            let comp = entry.load(Relaxed);
-            let d = self.record(comp).take();
+        let mut kept = 0;
+        for i in 0..n {
+            let comp = self.dirty[i].load(Relaxed);
+            let r = self.record(comp);
+            let d = r.take();
             counters::apply_component(comp, &d);
             total.then(&d);
+            if r.credit.load(Relaxed) != 0 {
+                self.dirty[kept].store(comp, Relaxed);
+                kept += 1;
+            } else {
+                r.listed.store(0, Relaxed);
+            }
         }
         counters::apply_global(&total);
+        self.dirty_len.store(kept, Release);
+    }
+
+    /// Owner only: flushes and hands every credit back to the budgets (thread exit).
+    fn return_all_credit(&self) {
+        self.flush();
+        let n = self.dirty_len.load(Relaxed).min(CAPACITY);
+        for i in 0..n {
+            let comp = self.dirty[i].load(Relaxed);
+            let r = self.record(comp);
+            budget::component_entity(comp).uncharge(r.credit.swap(0, Relaxed));
+            r.listed.store(0, Relaxed);
+        }
         self.dirty_len.store(0, Release);
-        self.budget.store(FLUSH_BUDGET, Relaxed);
+        budget::process_entity().uncharge(self.credit.swap(0, Relaxed));
+    }
+
+    /// Owner only: spends `size` bytes of credit for `comp` and the process; charges more to the
+    /// shared budgets when a credit runs out. False when a hard limit refuses.
+    #[inline(always)]
+    fn admit(&self, comp: u16, size: u64) -> bool {
+        let r = self.record(comp);
+        let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
+        let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
+        if (c | g) < 0 {
+            return self.admit_slow(comp, size);
+        }
+        r.credit.store(c, Relaxed);
+        self.credit.store(g, Relaxed);
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self, comp: u16, size: u64) -> bool {
+        let Ok(size) = i64::try_from(size) else {
+            budget::refused(comp, false, size);
+            return false;
+        };
+        self.list(comp);
+        let r = self.record(comp);
+        let (c, g) = (r.credit.load(Relaxed), self.credit.load(Relaxed));
+        let component = budget::component_entity(comp);
+        let got_c = if c < size {
+            let need = size - c;
+            match component.charge(need, need.saturating_add(CREDIT_CHUNK)) {
+                Some(got) => got,
+                None => {
+                    budget::refused(comp, false, size as u64);
+                    return false;
+                }
+            }
+        } else {
+            0
+        };
+        let got_g = if g < size {
+            let need = size - g;
+            match budget::process_entity().charge(need, need.saturating_add(CREDIT_CHUNK)) {
+                Some(got) => got,
+                None => {
+                    component.uncharge(got_c);
+                    budget::refused(comp, true, size as u64);
+                    return false;
+                }
+            }
+        } else {
+            0
+        };
+        r.credit.store(c + got_c - size, Relaxed);
+        self.credit.store(g + got_g - size, Relaxed);
+        if budget::ANY_LIMIT.load(Relaxed) {
+            if got_c > 0 {
+                pressure::evaluate(Scope::Component(ComponentId(comp)));
+            }
+            if got_g > 0 {
+                pressure::evaluate(Scope::Process);
+            }
+        }
+        true
+    }
+
+    /// Owner only: gives `size` bytes of credit back for `comp` and the process.
+    #[inline(always)]
+    fn credit_back(&self, comp: u16, size: u64) {
+        let r = self.record(comp);
+        let c = r.credit.load(Relaxed).wrapping_add(size as i64);
+        let g = self.credit.load(Relaxed).wrapping_add(size as i64);
+        r.credit.store(c, Relaxed);
+        self.credit.store(g, Relaxed);
+        if c.max(g) > MAX_CREDIT {
+            self.return_excess(comp);
+        }
+    }
+
+    /// Owner only: returns credit above [`MAX_CREDIT`] to the shared budgets.
+    #[cold]
+    #[inline(never)]
+    fn return_excess(&self, comp: u16) {
+        self.list(comp);
+        let r = self.record(comp);
+        let c = r.credit.load(Relaxed);
+        if c > MAX_CREDIT {
+            r.credit.store(CREDIT_CHUNK, Relaxed);
+            budget::component_entity(comp).uncharge(c - CREDIT_CHUNK);
+            if budget::ANY_LIMIT.load(Relaxed) {
+                pressure::evaluate(Scope::Component(ComponentId(comp)));
+            }
+        }
+        let g = self.credit.load(Relaxed);
+        if g > MAX_CREDIT {
+            self.credit.store(CREDIT_CHUNK, Relaxed);
+            budget::process_entity().uncharge(g - CREDIT_CHUNK);
+            if budget::ANY_LIMIT.load(Relaxed) {
+                pressure::evaluate(Scope::Process);
+            }
+        }
     }
 
     /// Records one operation (any kind). The allocation path uses the specialised versions below.
@@ -196,6 +320,7 @@ impl Block {
         }
     }
 
+    /// Records the statistics of an allocation (its credit was spent by `admit`).
     #[inline(always)]
     fn alloc(&self, comp: u16, size: u64, trailer: bool) {
         let r = self.record(comp);
@@ -207,11 +332,12 @@ impl Block {
         let before = r.allocs.load(Relaxed);
         r.allocs
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
-        if self.spend(size as i64 + OP_COST) | (before == 0) {
-            self.settle(comp);
+        if settle_due(before) {
+            self.settle(comp, before);
         }
     }
 
+    /// Records a free and gives its bytes back as credit.
     #[inline(always)]
     fn free(&self, comp: u16, size: u64, trailer: bool) {
         let r = self.record(comp);
@@ -219,11 +345,13 @@ impl Block {
         let before = r.frees.load(Relaxed);
         r.frees
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
-        if self.spend(size as i64 + OP_COST) | (before == 0) {
-            self.settle(comp);
+        self.credit_back(comp, size);
+        if settle_due(before) {
+            self.settle(comp, before);
         }
     }
 
+    /// Records a realloc (growth was admitted beforehand; shrinkage comes back as credit).
     #[inline(always)]
     fn realloc(&self, comp: u16, old: u64, new: u64, tag: i64) {
         let r = self.record(comp);
@@ -235,13 +363,16 @@ impl Block {
             }
         } else {
             bump(&r.freed, old - new);
+            self.credit_back(comp, old - new);
         }
-        if tag != 0 {
-            r.tag.store(r.tag.load(Relaxed) + tag, Relaxed);
+        if tag > 0 {
+            bump(&r.allocs, TRAILER_ONE);
+        } else if tag < 0 {
+            bump(&r.frees, TRAILER_ONE);
         }
         let before = bump(&r.reallocs, 1) - 1;
-        if self.spend(new.abs_diff(old) as i64 + OP_COST) | (before == 0) {
-            self.settle(comp);
+        if settle_due(before) {
+            self.settle(comp, before);
         }
     }
 }
@@ -277,7 +408,6 @@ fn claim_block() -> *const Block {
                 .is_ok()
     });
     if let Some(block) = claimed {
-        block.budget.store(FLUSH_BUDGET, Relaxed);
         BLOCKS_IN_USE.fetch_add(1, Relaxed);
         return block;
     }
@@ -302,7 +432,6 @@ fn claim_block() -> *const Block {
     // the compare-exchange below publishes it.
     unsafe {
         (*block).in_use.store(true, Relaxed);
-        (*block).budget.store(FLUSH_BUDGET, Relaxed);
         let mut head = BLOCKS.load(Relaxed);
         loop {
             (*block).next = head;
@@ -352,7 +481,7 @@ extern "C" fn thread_exit(block: *mut libc::c_void) {
 }
 
 fn release(block: &Block) {
-    block.flush();
+    block.return_all_credit();
     BLOCKS_IN_USE.fetch_sub(1, Relaxed);
     block.in_use.store(false, Release);
 }
@@ -419,7 +548,25 @@ impl ThreadState {
         unsafe { self.block.get().as_ref() }
     }
 
-    /// Records an allocation of `size` bytes in `comp`.
+    /// Spends `size` bytes of budget for `comp` and the process; false when a hard limit refuses.
+    #[inline(always)]
+    pub fn admit(&self, comp: u16, size: usize) -> bool {
+        match self.block() {
+            Some(block) => block.admit(comp, size as u64),
+            None => self.admit_slow(comp, size as u64),
+        }
+    }
+
+    /// Gives back budget spent by [`admit`](Self::admit) for an allocation that did not happen.
+    #[inline(always)]
+    pub fn refund(&self, comp: u16, size: usize) {
+        match self.block() {
+            Some(block) => block.credit_back(comp, size as u64),
+            None => uncharge_direct(comp, size as u64),
+        }
+    }
+
+    /// Records an allocation of `size` bytes in `comp` (admitted beforehand).
     #[inline(always)]
     pub fn record_alloc(&self, comp: u16, size: usize, trailer: bool) {
         match self.block() {
@@ -434,7 +581,7 @@ impl ThreadState {
         }
     }
 
-    /// Records a free of `size` bytes from `comp`.
+    /// Records a free of `size` bytes from `comp`, giving the bytes back to its budget.
     #[inline(always)]
     pub fn record_free(&self, comp: u16, size: usize, trailer: bool) {
         match self.block() {
@@ -449,7 +596,8 @@ impl ThreadState {
         }
     }
 
-    /// Records a realloc in `comp` (`tag`: the change in trailer bytes).
+    /// Records a realloc in `comp` (`tag`: the change in trailer bytes; growth admitted
+    /// beforehand, shrinkage given back to the budget).
     #[inline(always)]
     pub fn record_realloc(&self, comp: u16, old: usize, new: usize, tag: i64) {
         match self.block() {
@@ -462,6 +610,19 @@ impl ThreadState {
                     tag,
                 },
             ),
+        }
+    }
+
+    /// No block yet (first operation on this thread), or none to be had.
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self, comp: u16, size: u64) -> bool {
+        if self.phase.get() == PHASE_NEW {
+            self.init_block();
+        }
+        match self.block() {
+            Some(block) => block.admit(comp, size),
+            None => admit_direct(comp, size),
         }
     }
 
@@ -503,10 +664,10 @@ impl ThreadState {
         self.phase.set(PHASE_READY);
     }
 
-    /// Flushes every slot of this thread into the shared counters.
+    /// Flushes this thread's statistics and returns its budget credit.
     pub fn flush(&self) {
         if let Some(block) = self.block() {
-            block.flush();
+            block.return_all_credit();
         }
     }
 
@@ -546,10 +707,75 @@ impl ThreadState {
     }
 }
 
-/// Applies one operation straight to the shared counters (no block on this thread).
+/// Adds `bytes` of already-charged budget to the calling thread's credit for `comp` and the
+/// process (a spent reservation); false when the thread has no block to hold it.
+pub(crate) fn give_credit(comp: u16, bytes: u64) -> bool {
+    let Some(block) = state().and_then(|st| {
+        if st.phase.get() == PHASE_NEW {
+            st.init_block();
+        }
+        st.block()
+    }) else {
+        return false;
+    };
+    block.list(comp);
+    let r = block.record(comp);
+    r.credit
+        .store(r.credit.load(Relaxed) + bytes as i64, Relaxed);
+    block
+        .credit
+        .store(block.credit.load(Relaxed) + bytes as i64, Relaxed);
+    true
+}
+
+/// Charges `size` bytes straight to the budgets of `comp` and the process (no block on this
+/// thread); false when a hard limit refuses.
+#[cold]
+#[inline(never)]
+pub(crate) fn admit_direct(comp: u16, size: u64) -> bool {
+    let Ok(bytes) = i64::try_from(size) else {
+        budget::refused(comp, false, size);
+        return false;
+    };
+    let component = budget::component_entity(comp);
+    if component.charge(bytes, bytes).is_none() {
+        budget::refused(comp, false, size);
+        return false;
+    }
+    if budget::process_entity().charge(bytes, bytes).is_none() {
+        component.uncharge(bytes);
+        budget::refused(comp, true, size);
+        return false;
+    }
+    if budget::ANY_LIMIT.load(Relaxed) {
+        pressure::evaluate(Scope::Component(ComponentId(comp)));
+        pressure::evaluate(Scope::Process);
+    }
+    true
+}
+
+/// Gives `size` bytes straight back to the budgets of `comp` and the process.
+#[cold]
+#[inline(never)]
+pub(crate) fn uncharge_direct(comp: u16, size: u64) {
+    budget::component_entity(comp).uncharge(size as i64);
+    budget::process_entity().uncharge(size as i64);
+    if budget::ANY_LIMIT.load(Relaxed) {
+        pressure::evaluate(Scope::Component(ComponentId(comp)));
+        pressure::evaluate(Scope::Process);
+    }
+}
+
+/// Applies one operation straight to the shared counters (no block on this thread), giving freed
+/// bytes back to the budgets.
 #[cold]
 #[inline(never)]
 pub(crate) fn record_direct(comp: u16, op: Op) {
+    match op {
+        Op::Free { size, .. } => uncharge_direct(comp, size),
+        Op::Realloc { old, new, .. } if new < old => uncharge_direct(comp, old - new),
+        _ => {}
+    }
     let d = match op {
         Op::Alloc { size, trailer } => Delta {
             live: size as i64,

@@ -1,0 +1,716 @@
+//! Configuration from environment variables, read once, outside the allocation path.
+//!
+//! | variable | value | example |
+//! |---|---|---|
+//! | `MEMGOV_LIMIT` | the process's hard limit: a size | `2GiB`, `80%` |
+//! | `MEMGOV_SOFT_LIMIT` | the process's soft limit: a size | `1.5GiB`, `60%` |
+//! | `MEMGOV_BUDGETS` | comma-separated `name=HARD`, `name=HARD/SOFT` or `name=/SOFT` | `pages=512MiB/400MiB,templates=64MiB` |
+//! | `MEMGOV_THRESHOLDS` | recovery, warning, critical, as fractions or percentages | `70%,85%,95%` |
+//! | `MEMGOV_MONITOR_INTERVAL` | the monitor's sampling interval: `us`, `ms` or `s` | `100ms` |
+//!
+//! A size is a number (decimals allowed) and an optional unit: `B`, `KiB`, `MiB`, `GiB`, `TiB`
+//! (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), any case; or a percentage (above 0,
+//! at most 100) of the memory available to the process: the cgroup v2 `memory.max`, else the cgroup
+//! v1 `memory.limit_in_bytes`, else physical memory. Whitespace around values and list items is
+//! ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
+//!
+//! Every malformed variable is reported with its name, its value and what was expected, and
+//! nothing from it is applied; the others still are. [`init`] returns the errors; the first use of
+//! memgov's API (entering a scope, setting a limit, registering a callback, reading figures) reads
+//! the variables too and prints each error once to stderr. Limits set in code after that replace
+//! those from the environment.
+
+use crate::budget::{self, Limits};
+use crate::monitor;
+use crate::pressure::{self, Thresholds};
+use crate::registry::{self, MAX_NAME_LEN};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A malformed environment variable.
+///
+/// ```
+/// let e = alloc_core::parse_env_var("MEMGOV_LIMIT", "12 parsecs").unwrap_err();
+/// assert_eq!(e.var, "MEMGOV_LIMIT");
+/// assert!(e.to_string().contains("12 parsecs"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// Its value, as found.
+    pub value: String,
+    /// What was expected, and what was wrong.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every malformed variable found by [`init`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            e.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const SIZE: &str = "a size such as 512MiB, 2GiB, 1.5GB, 4096 or 80%";
+
+/// Where the memory available to the process is read from: cgroup v2, cgroup v1, physical memory.
+#[derive(Clone, Debug)]
+pub struct MemorySource {
+    root: PathBuf,
+}
+
+impl MemorySource {
+    /// Reads from the real `/sys` and `/proc`.
+    pub fn system() -> MemorySource {
+        MemorySource {
+            root: PathBuf::from("/"),
+        }
+    }
+
+    /// Reads from a copy of the file tree under `root` (`root/sys/fs/cgroup/memory.max`,
+    /// `root/sys/fs/cgroup/memory/memory.limit_in_bytes`, `root/proc/meminfo`), for tests.
+    pub fn under(root: impl Into<PathBuf>) -> MemorySource {
+        MemorySource { root: root.into() }
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.root.join(Path::new(path))).ok()
+    }
+
+    /// The memory available to the process, in bytes.
+    ///
+    /// ```
+    /// assert!(alloc_core::MemorySource::system().available().unwrap() > 0);
+    /// ```
+    pub fn available(&self) -> Option<u64> {
+        if let Some(v) = self.read("sys/fs/cgroup/memory.max") {
+            if let Ok(bytes) = v.trim().parse::<u64>() {
+                return Some(bytes);
+            }
+        }
+        if let Some(v) = self.read("sys/fs/cgroup/memory/memory.limit_in_bytes") {
+            // cgroup v1 writes a huge page-rounded number when there is no limit.
+            if let Ok(bytes) = v.trim().parse::<u64>() {
+                if bytes < 1 << 60 {
+                    return Some(bytes);
+                }
+            }
+        }
+        let meminfo = self.read("proc/meminfo")?;
+        let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        kib.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    }
+}
+
+/// Parses a size (see the module docs); `available` gives the base of percentages.
+///
+/// # Errors
+/// What was expected and what was wrong, for [`ConfigError::expected`].
+///
+/// ```
+/// let mem = || Some(8 << 30);
+/// assert_eq!(alloc_core::parse_size("512MiB", &mem), Ok(512 << 20));
+/// assert_eq!(alloc_core::parse_size("1.5GB", &mem), Ok(1_500_000_000));
+/// assert_eq!(alloc_core::parse_size("50%", &mem), Ok(4 << 30));
+/// assert!(alloc_core::parse_size("150%", &mem).is_err());
+/// ```
+pub fn parse_size(value: &str, available: &dyn Fn() -> Option<u64>) -> Result<u64, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(format!("{SIZE} (the value is empty)"));
+    }
+    if let Some(number) = v.strip_suffix('%') {
+        let pct = parse_decimal(number.trim())
+            .ok_or_else(|| format!("{SIZE} ({number:?} is not a number)"))?;
+        if !(pct > 0.0 && pct <= 100.0) {
+            return Err(format!(
+                "{SIZE} (a percentage must be above 0 and at most 100)"
+            ));
+        }
+        let base = available()
+            .ok_or_else(|| format!("{SIZE} (the available memory could not be read)"))?;
+        return Ok((base as f64 * pct / 100.0) as u64);
+    }
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = (&v[..split], v[split..].trim());
+    if number.is_empty() {
+        return Err(format!("{SIZE} (no number before {unit:?})"));
+    }
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{SIZE} (unknown unit {unit:?}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ))
+        }
+    };
+    let bytes = if number.contains('.') {
+        let x =
+            parse_decimal(number).ok_or_else(|| format!("{SIZE} ({number:?} is not a number)"))?;
+        let bytes = x * multiplier as f64;
+        if bytes >= i64::MAX as f64 {
+            return Err(format!("{SIZE} (too large: at most {} bytes)", i64::MAX));
+        }
+        bytes as u64
+    } else {
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .filter(|&b| b <= i64::MAX as u64)
+            .ok_or_else(|| format!("{SIZE} (too large: at most {} bytes)", i64::MAX))?
+    };
+    if bytes == 0 {
+        return Err(format!("{SIZE} (a limit must be above 0)"));
+    }
+    Ok(bytes)
+}
+
+fn parse_decimal(s: &str) -> Option<f64> {
+    let ok = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && s.matches('.').count() <= 1
+        && s != ".";
+    if ok {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// Parses `MEMGOV_BUDGETS`: `name=HARD[/SOFT]` or `name=/SOFT`, comma-separated.
+///
+/// # Errors
+/// What was expected and what was wrong.
+///
+/// ```
+/// let b = alloc_core::parse_budgets("pages=512MiB/400MiB, templates=64MiB", &|| None).unwrap();
+/// assert_eq!(b[0].0, "pages");
+/// assert_eq!(b[0].1, alloc_core::Limits::hard(512 << 20).with_soft(400 << 20));
+/// ```
+pub fn parse_budgets(
+    value: &str,
+    available: &dyn Fn() -> Option<u64>,
+) -> Result<Vec<(String, Limits)>, String> {
+    const FORM: &str = "comma-separated name=HARD, name=HARD/SOFT or name=/SOFT, e.g. pages=512MiB/400MiB,templates=64MiB";
+    let mut out: Vec<(String, Limits)> = Vec::new();
+    if value.trim().is_empty() {
+        return Err(format!("{FORM} (the value is empty)"));
+    }
+    for item in value.split(',') {
+        let item = item.trim();
+        let Some((name, limits)) = item.split_once('=') else {
+            return Err(format!("{FORM} ({item:?} has no '=')"));
+        };
+        let name = name.trim();
+        if !valid_name(name) {
+            return Err(format!(
+                "{FORM} (component name {name:?} must be 1 to 64 of A-Z a-z 0-9 _ - . :)"
+            ));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("{FORM} (component {name:?} appears twice)"));
+        }
+        let (hard, soft) = match limits.split_once('/') {
+            Some((hard, soft)) => (hard.trim(), Some(soft.trim())),
+            None => (limits.trim(), None),
+        };
+        let size =
+            |s: &str| parse_size(s, available).map_err(|e| format!("{FORM}; for {name:?}: {e}"));
+        let hard = if hard.is_empty() && soft.is_some() {
+            None
+        } else {
+            Some(size(hard)?)
+        };
+        let soft = soft.map(size).transpose()?;
+        if let (Some(h), Some(s)) = (hard, soft) {
+            if s > h {
+                return Err(format!(
+                    "{FORM} (for {name:?} the soft limit {s} is above the hard limit {h})"
+                ));
+            }
+        }
+        out.push((name.to_string(), Limits { hard, soft }));
+    }
+    Ok(out)
+}
+
+/// Parses `MEMGOV_THRESHOLDS`: three fractions or percentages, recovery,warning,critical.
+///
+/// # Errors
+/// What was expected and what was wrong.
+///
+/// ```
+/// let t = alloc_core::parse_thresholds("60%, 80%, 90%").unwrap();
+/// assert_eq!((t.recovery, t.warning, t.critical), (0.6, 0.8, 0.9));
+/// ```
+pub fn parse_thresholds(value: &str) -> Result<Thresholds, String> {
+    const FORM: &str =
+        "three increasing fractions or percentages recovery,warning,critical, e.g. 70%,85%,95%";
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    if parts.len() != 3 {
+        return Err(format!("{FORM} (found {} values)", parts.len()));
+    }
+    let mut f = [0.0; 3];
+    for (slot, p) in f.iter_mut().zip(&parts) {
+        *slot = match p.strip_suffix('%') {
+            Some(n) => parse_decimal(n.trim()).map(|x| x / 100.0),
+            None => parse_decimal(p),
+        }
+        .ok_or_else(|| format!("{FORM} ({p:?} is not a number)"))?;
+    }
+    let t = Thresholds {
+        recovery: f[0],
+        warning: f[1],
+        critical: f[2],
+    };
+    if !(0.0 < t.recovery && t.recovery < t.warning && t.warning < t.critical && t.critical <= 1.0)
+    {
+        return Err(format!(
+            "{FORM} (need 0 < recovery < warning < critical <= 100%)"
+        ));
+    }
+    Ok(t)
+}
+
+/// Parses `MEMGOV_MONITOR_INTERVAL`: a whole number of `us`, `ms` or `s`.
+///
+/// # Errors
+/// What was expected and what was wrong.
+///
+/// ```
+/// assert_eq!(alloc_core::parse_interval("250ms"), Ok(std::time::Duration::from_millis(250)));
+/// ```
+pub fn parse_interval(value: &str) -> Result<Duration, String> {
+    const FORM: &str = "a duration of at least 1ms such as 100ms, 2s or 5000us";
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = (&v[..split], v[split..].trim());
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{FORM} ({v:?} does not start with a whole number)"))?;
+    let d = match unit {
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return Err(format!("{FORM} (unknown unit {unit:?})")),
+    };
+    if d < Duration::from_millis(1) {
+        return Err(format!("{FORM} (too short)"));
+    }
+    Ok(d)
+}
+
+/// What one variable sets.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Setting {
+    /// `MEMGOV_LIMIT`.
+    HardLimit(u64),
+    /// `MEMGOV_SOFT_LIMIT`.
+    SoftLimit(u64),
+    /// `MEMGOV_BUDGETS`.
+    Budgets(Vec<(String, Limits)>),
+    /// `MEMGOV_THRESHOLDS`.
+    Thresholds(Thresholds),
+    /// `MEMGOV_MONITOR_INTERVAL`.
+    MonitorInterval(Duration),
+}
+
+/// The variables memgov reads.
+pub const VARIABLES: [&str; 5] = [
+    "MEMGOV_LIMIT",
+    "MEMGOV_SOFT_LIMIT",
+    "MEMGOV_BUDGETS",
+    "MEMGOV_THRESHOLDS",
+    "MEMGOV_MONITOR_INTERVAL",
+];
+
+/// Parses one variable's value with the system's memory as the base of percentages.
+///
+/// # Errors
+/// [`ConfigError`] naming the variable, the value and what was expected (also for a variable
+/// memgov does not know).
+pub fn parse_env_var(var: &'static str, value: &str) -> Result<Setting, ConfigError> {
+    parse_with(var, value, &|| MemorySource::system().available())
+}
+
+/// Parses one variable's value with `available` as the base of percentages.
+///
+/// # Errors
+/// As [`parse_env_var`].
+pub fn parse_with(
+    var: &'static str,
+    value: &str,
+    available: &dyn Fn() -> Option<u64>,
+) -> Result<Setting, ConfigError> {
+    let setting = match var {
+        "MEMGOV_LIMIT" => parse_size(value, available).map(Setting::HardLimit),
+        "MEMGOV_SOFT_LIMIT" => parse_size(value, available).map(Setting::SoftLimit),
+        "MEMGOV_BUDGETS" => parse_budgets(value, available).map(Setting::Budgets),
+        "MEMGOV_THRESHOLDS" => parse_thresholds(value).map(Setting::Thresholds),
+        "MEMGOV_MONITOR_INTERVAL" => parse_interval(value).map(Setting::MonitorInterval),
+        _ => Err(format!("one of {}", VARIABLES.join(", "))),
+    };
+    setting.map_err(|expected| ConfigError {
+        var,
+        value: value.to_string(),
+        expected,
+    })
+}
+
+static INIT: OnceLock<Result<(), ConfigErrors>> = OnceLock::new();
+
+/// Reads the `MEMGOV_*` environment variables (once) and applies every well-formed one.
+///
+/// # Errors
+/// [`ConfigErrors`] listing every malformed variable; nothing from those was applied.
+///
+/// ```
+/// alloc_core::init().unwrap();
+/// ```
+pub fn init() -> Result<(), ConfigErrors> {
+    INIT.get_or_init(|| apply_env(&MemorySource::system()))
+        .clone()
+}
+
+/// The lazy path: reads the variables on first use and prints errors once.
+pub(crate) fn ensure_init() {
+    if INIT.get().is_some() {
+        return;
+    }
+    let mut fresh = false;
+    let result = INIT.get_or_init(|| {
+        fresh = true;
+        apply_env(&MemorySource::system())
+    });
+    if let (true, Err(errors)) = (fresh, result) {
+        for e in &errors.0 {
+            eprintln!("memgov: ignoring {e}");
+        }
+    }
+}
+
+fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut process = budget::process_limits();
+    let mut process_changed = false;
+    for var in VARIABLES {
+        let Some(raw) = std::env::var_os(var) else {
+            continue;
+        };
+        let value = raw.to_string_lossy();
+        let setting = if raw.to_str().is_none() {
+            Err(ConfigError {
+                var,
+                value: value.to_string(),
+                expected: "valid UTF-8".into(),
+            })
+        } else {
+            parse_with(var, &value, &|| memory.available())
+        };
+        match setting {
+            Ok(Setting::HardLimit(b)) => {
+                process.hard = Some(b);
+                process_changed = true;
+            }
+            Ok(Setting::SoftLimit(b)) => {
+                process.soft = Some(b);
+                process_changed = true;
+            }
+            Ok(Setting::Budgets(budgets)) => {
+                for (name, limits) in budgets {
+                    let name: &'static str = Box::leak(name.into_boxed_str());
+                    if let Err(e) = registry::try_component(name)
+                        .map_err(budget::LimitError::from)
+                        .and_then(|c| budget::store_component(c, limits))
+                    {
+                        errors.push(ConfigError {
+                            var,
+                            value: value.to_string(),
+                            expected: e.to_string(),
+                        });
+                    }
+                }
+            }
+            Ok(Setting::Thresholds(t)) => {
+                let _ = pressure::set_thresholds(t);
+            }
+            Ok(Setting::MonitorInterval(d)) => monitor::set_monitor_interval(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if process_changed {
+        if let Err(e) = budget::store_process(process) {
+            let var = if process.soft.is_some() {
+                "MEMGOV_SOFT_LIMIT"
+            } else {
+                "MEMGOV_LIMIT"
+            };
+            let value = std::env::var(var).unwrap_or_default();
+            errors.push(ConfigError {
+                var,
+                value,
+                expected: e.to_string(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB8: u64 = 8 << 30;
+
+    fn mem() -> Option<u64> {
+        Some(GIB8)
+    }
+
+    #[test]
+    fn size_grammar_table() {
+        let good: &[(&str, u64)] = &[
+            ("4096", 4096),
+            ("1B", 1),
+            ("1b", 1),
+            ("1KiB", 1024),
+            ("1kib", 1024),
+            ("512MiB", 512 << 20),
+            ("2GiB", 2 << 30),
+            ("1TiB", 1 << 40),
+            ("1KB", 1000),
+            ("5MB", 5_000_000),
+            ("2GB", 2_000_000_000),
+            ("1TB", 1_000_000_000_000),
+            ("1.5GiB", 3 << 29),
+            ("0.5KB", 500),
+            ("  64MiB  ", 64 << 20),
+            ("64 MiB", 64 << 20),
+            ("50%", GIB8 / 2),
+            ("100%", GIB8),
+            ("12.5%", GIB8 / 8),
+            (" 25 %", GIB8 / 4),
+        ];
+        for (input, want) in good {
+            assert_eq!(parse_size(input, &mem), Ok(*want), "{input:?}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("   ", "empty"),
+            ("-1", "no number"),
+            ("-5MiB", "no number"),
+            ("0", "above 0"),
+            ("0MiB", "above 0"),
+            ("18446744073709551616", "too large"),
+            ("9223372036854775808", "too large"),
+            ("20000000TiB", "too large"),
+            ("12XB", "unknown unit"),
+            ("12 parsecs", "unknown unit"),
+            ("10K", "unknown unit"),
+            ("150%", "at most 100"),
+            ("0%", "above 0"),
+            ("-5%", "not a number"),
+            ("%", "not a number"),
+            ("1.2.3MiB", "not a number"),
+            ("MiB", "no number"),
+            ("５MiB", "no number"),
+            ("5ＭiB", "unknown unit"),
+            ("1e9", "unknown unit"),
+            ("0x100", "unknown unit"),
+            ("abc", "no number"),
+        ];
+        for (input, why) in bad {
+            let e = parse_size(input, &mem).unwrap_err();
+            assert!(e.contains(why), "{input:?}: {e}");
+            assert!(e.starts_with("a size such as"), "{input:?}: {e}");
+        }
+        assert!(good.len() + bad.len() >= 30);
+    }
+
+    #[test]
+    fn percentages_need_a_memory_figure() {
+        assert!(parse_size("50%", &|| None)
+            .unwrap_err()
+            .contains("could not be read"));
+    }
+
+    #[test]
+    fn budgets_grammar_table() {
+        let ok = parse_budgets("pages=512MiB/400MiB,templates=64MiB, cache=/1GiB", &mem).unwrap();
+        assert_eq!(
+            ok,
+            vec![
+                (
+                    "pages".to_string(),
+                    Limits::hard(512 << 20).with_soft(400 << 20)
+                ),
+                ("templates".to_string(), Limits::hard(64 << 20)),
+                ("cache".to_string(), Limits::soft(1 << 30)),
+            ]
+        );
+        let bad: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("pages", "no '='"),
+            ("pages=1MiB,pages=2MiB", "appears twice"),
+            ("=1MiB", "component name"),
+            ("pägés=1MiB", "component name"),
+            ("a b=1MiB", "component name"),
+            ("pages=", "empty"),
+            ("pages=1MiB/2MiB", "above the hard limit"),
+            ("pages=1MiB/", "empty"),
+            ("pages=lots", "no number"),
+            ("pages=1MiB,,x=1", "no '='"),
+        ];
+        for (input, why) in bad {
+            let e = parse_budgets(input, &mem).unwrap_err();
+            assert!(e.contains(why), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn thresholds_and_intervals() {
+        assert_eq!(
+            parse_thresholds("0.7,0.85,0.95").unwrap(),
+            Thresholds::default()
+        );
+        for bad in [
+            "70%,85%",
+            "90%,85%,95%",
+            "70%,85%,101%",
+            "a,b,c",
+            "0,50%,60%",
+        ] {
+            assert!(parse_thresholds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("1500us"), Ok(Duration::from_micros(1500)));
+        for bad in ["", "100", "10 minutes", "500us", "-1ms", "1.5s"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_value() {
+        let e = parse_with("MEMGOV_SOFT_LIMIT", "80 percent", &mem).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("MEMGOV_SOFT_LIMIT=\"80 percent\": expected a size"),
+            "{text}"
+        );
+        let e = parse_with("MEMGOV_NOPE", "1", &mem).unwrap_err();
+        assert!(e.expected.contains("MEMGOV_LIMIT"), "{e}");
+    }
+
+    fn tree(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("memgov-cgroup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (path, content) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn available_memory_prefers_cgroup_v2_then_v1_then_ram() {
+        let meminfo = (
+            "proc/meminfo",
+            "MemTotal:       16384000 kB\nMemFree: 1 kB\n",
+        );
+        let v2 = tree(
+            "v2",
+            &[("sys/fs/cgroup/memory.max", "1073741824\n"), meminfo],
+        );
+        assert_eq!(MemorySource::under(&v2).available(), Some(1 << 30));
+        let v2max = tree("v2max", &[("sys/fs/cgroup/memory.max", "max\n"), meminfo]);
+        assert_eq!(
+            MemorySource::under(&v2max).available(),
+            Some(16_384_000 * 1024)
+        );
+        let v1 = tree(
+            "v1",
+            &[
+                ("sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912\n"),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&v1).available(), Some(512 << 20));
+        let v1none = tree(
+            "v1none",
+            &[
+                (
+                    "sys/fs/cgroup/memory/memory.limit_in_bytes",
+                    "9223372036854771712\n",
+                ),
+                meminfo,
+            ],
+        );
+        assert_eq!(
+            MemorySource::under(&v1none).available(),
+            Some(16_384_000 * 1024)
+        );
+        let nothing = tree("nothing", &[]);
+        assert_eq!(MemorySource::under(&nothing).available(), None);
+        let pct = parse_size("50%", &|| MemorySource::under(&v2).available()).unwrap();
+        assert_eq!(pct, 512 << 20);
+        for root in [v2, v2max, v1, v1none, nothing] {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The monitor thread: runs pressure callbacks and periodic maintenance tasks, off the allocation
+//! path.
+//!
+//! It starts on the first [`on_pressure`] / [`every`] registration, or on [`start_monitor`]. It
+//! sleeps until the allocation path pushes a level change (and wakes it), or until the sampling
+//! interval passes (default 100 ms, [`set_monitor_interval`]); then it re-evaluates every budget,
+//! delivers the level changes to the callbacks in order, and runs the tasks that are due. A
+//! callback or task that panics is caught and counted ([`monitor_stats`]); the monitor goes on. The
+//! monitor's own allocations are tagged with the component `"memgov"`.
+
+use crate::budget::Scope;
+use crate::pressure::{self, Level, PressureEvent};
+use crate::registry::{self, ComponentId};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+type Callback = Arc<dyn Fn(&PressureEvent) + Send + Sync>;
+
+struct Task {
+    id: u64,
+    interval: Duration,
+    due: Instant,
+    run: Box<dyn FnMut() + Send>,
+}
+
+static CALLBACKS: Mutex<Vec<(u64, Option<ComponentId>, Callback)>> = Mutex::new(Vec::new());
+static TASKS: Mutex<Vec<Task>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static INTERVAL_MICROS: AtomicU64 = AtomicU64::new(100_000);
+static START: Mutex<bool> = Mutex::new(false);
+
+static EVENTS_DELIVERED: AtomicU64 = AtomicU64::new(0);
+static CALLBACK_PANICS: AtomicU64 = AtomicU64::new(0);
+static TASK_RUNS: AtomicU64 = AtomicU64::new(0);
+static TASK_PANICS: AtomicU64 = AtomicU64::new(0);
+static SAMPLES: AtomicU64 = AtomicU64::new(0);
+static TASKS_PENDING_REMOVAL: AtomicUsize = AtomicUsize::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Callbacks and tasks run outside these locks, so a poisoned lock can only come from a panic
+    // in our own few lines; the data is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the monitor has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MonitorStats {
+    /// Whether the monitor thread runs.
+    pub running: bool,
+    /// Sampling rounds.
+    pub samples: u64,
+    /// Pressure events delivered (each to every matching callback).
+    pub events: u64,
+    /// Callbacks that panicked.
+    pub callback_panics: u64,
+    /// Periodic task runs.
+    pub task_runs: u64,
+    /// Periodic task runs that panicked.
+    pub task_panics: u64,
+}
+
+/// What the monitor has done so far.
+///
+/// ```
+/// let s = alloc_core::monitor_stats();
+/// assert_eq!(s.callback_panics, 0);
+/// ```
+pub fn monitor_stats() -> MonitorStats {
+    MonitorStats {
+        running: pressure::MONITOR.get().is_some(),
+        samples: SAMPLES.load(Relaxed),
+        events: EVENTS_DELIVERED.load(Relaxed),
+        callback_panics: CALLBACK_PANICS.load(Relaxed),
+        task_runs: TASK_RUNS.load(Relaxed),
+        task_panics: TASK_PANICS.load(Relaxed),
+    }
+}
+
+/// Sets how often the monitor samples the budgets and checks for due tasks (default 100 ms).
+///
+/// ```
+/// alloc_core::set_monitor_interval(std::time::Duration::from_millis(50));
+/// # alloc_core::set_monitor_interval(std::time::Duration::from_millis(100));
+/// ```
+pub fn set_monitor_interval(interval: Duration) {
+    let micros = interval.as_micros().clamp(1_000, u128::from(u64::MAX)) as u64;
+    INTERVAL_MICROS.store(micros, Relaxed);
+    pressure::wake_monitor();
+}
+
+/// The monitor's sampling interval.
+pub fn monitor_interval() -> Duration {
+    Duration::from_micros(INTERVAL_MICROS.load(Relaxed))
+}
+
+/// Starts the monitor thread if it is not running.
+///
+/// # Panics
+/// If the operating system refuses to start a thread.
+///
+/// ```
+/// alloc_core::start_monitor();
+/// assert!(alloc_core::monitor_stats().running);
+/// ```
+pub fn start_monitor() {
+    crate::config::ensure_init();
+    let mut started = lock(&START);
+    if *started {
+        return;
+    }
+    let handle = std::thread::Builder::new()
+        .name("memgov-monitor".into())
+        .spawn(run)
+        .expect("memgov: cannot start the monitor thread");
+    let _ = pressure::MONITOR.set(handle.thread().clone());
+    *started = true;
+}
+
+/// Calls `f` on the monitor thread for every pressure change of the process and of every
+/// component. Returns an id for [`remove_callback`].
+///
+/// ```
+/// let id = alloc_core::on_pressure(|event| {
+///     if event.level == alloc_core::Level::Critical {
+///         eprintln!("{} is critical: {} bytes", event.scope, event.charged_bytes);
+///     }
+/// });
+/// alloc_core::remove_callback(id);
+/// ```
+pub fn on_pressure(f: impl Fn(&PressureEvent) + Send + Sync + 'static) -> u64 {
+    register(None, Arc::new(f))
+}
+
+/// Calls `f` on the monitor thread for every pressure change of the component called `name`.
+///
+/// # Panics
+/// When the name is invalid (see [`component`](crate::component)).
+pub fn on_component_pressure(
+    name: &'static str,
+    f: impl Fn(&PressureEvent) + Send + Sync + 'static,
+) -> u64 {
+    register(Some(registry::component(name)), Arc::new(f))
+}
+
+fn register(filter: Option<ComponentId>, f: Callback) -> u64 {
+    let id = NEXT_ID.fetch_add(1, Relaxed);
+    lock(&CALLBACKS).push((id, filter, f));
+    start_monitor();
+    id
+}
+
+/// Removes a callback or periodic task by the id its registration returned; false if none had it.
+pub fn remove_callback(id: u64) -> bool {
+    let mut callbacks = lock(&CALLBACKS);
+    let before = callbacks.len();
+    callbacks.retain(|(i, _, _)| *i != id);
+    if callbacks.len() != before {
+        return true;
+    }
+    drop(callbacks);
+    let mut tasks = lock(&TASKS);
+    let before = tasks.len();
+    tasks.retain(|t| t.id != id);
+    if tasks.len() == before {
+        // The task may be running right now, outside the lock: remove it when it comes back.
+        TASKS_PENDING_REMOVAL.fetch_add(1, Relaxed);
+        REMOVED.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+    true
+}
+
+static REMOVED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Runs `task` on the monitor thread every `interval` (at the monitor's sampling granularity),
+/// for periodic maintenance such as expiring cache entries. Returns an id for
+/// [`remove_callback`].
+///
+/// ```
+/// let id = alloc_core::every(std::time::Duration::from_secs(60), || { /* expire entries */ });
+/// alloc_core::remove_callback(id);
+/// ```
+pub fn every(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
+    let id = NEXT_ID.fetch_add(1, Relaxed);
+    lock(&TASKS).push(Task {
+        id,
+        interval,
+        due: Instant::now() + interval,
+        run: Box::new(task),
+    });
+    start_monitor();
+    pressure::wake_monitor();
+    id
+}
+
+/// `base` scaled down by the process's pressure: all of it at Normal, half at Warning, a quarter at
+/// Critical (at least 1 when `base` is not 0). Seed 001's `GetAdaptiveBufferSize`.
+///
+/// ```
+/// assert_eq!(alloc_core::adaptive_size(1000), 1000); // no pressure
+/// ```
+pub fn adaptive_size(base: usize) -> usize {
+    scale(base, pressure::pressure())
+}
+
+/// `base` scaled down by the pressure of the component called `name`. See [`adaptive_size`].
+pub fn component_adaptive_size(name: &str, base: usize) -> usize {
+    scale(base, pressure::component_pressure(name))
+}
+
+fn scale(base: usize, level: Level) -> usize {
+    let scaled = match level {
+        Level::Normal => base,
+        Level::Warning => base / 2,
+        Level::Critical => base / 4,
+    };
+    if base > 0 {
+        scaled.max(1)
+    } else {
+        0
+    }
+}
+
+fn deliver(event: PressureEvent) {
+    let callbacks: Vec<(Option<ComponentId>, Callback)> = lock(&CALLBACKS)
+        .iter()
+        .map(|(_, filter, f)| (*filter, Arc::clone(f)))
+        .collect();
+    for (filter, f) in callbacks {
+        let matches = match (filter, event.scope) {
+            (None, _) => true,
+            (Some(c), Scope::Component(s)) => c == s,
+            (Some(_), Scope::Process) => false,
+        };
+        if !matches {
+            continue;
+        }
+        EVENTS_DELIVERED.fetch_add(1, Relaxed);
+        if catch_unwind(AssertUnwindSafe(|| f(&event))).is_err() {
+            CALLBACK_PANICS.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn run_due_tasks() {
+    let now = Instant::now();
+    let mut due: Vec<Task> = {
+        let mut tasks = lock(&TASKS);
+        let (ready, waiting): (Vec<Task>, Vec<Task>) = tasks.drain(..).partition(|t| t.due <= now);
+        *tasks = waiting;
+        ready
+    };
+    for task in &mut due {
+        TASK_RUNS.fetch_add(1, Relaxed);
+        if catch_unwind(AssertUnwindSafe(&mut task.run)).is_err() {
+            TASK_PANICS.fetch_add(1, Relaxed);
+        }
+        task.due = Instant::now() + task.interval;
+    }
+    let removed: Vec<u64> = if TASKS_PENDING_REMOVAL.load(Relaxed) > 0 {
+        std::mem::take(&mut *REMOVED.lock().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        Vec::new()
+    };
+    TASKS_PENDING_REMOVAL.fetch_sub(removed.len(), Relaxed);
+    lock(&TASKS).extend(due.into_iter().filter(|t| !removed.contains(&t.id)));
+}
+
+fn next_wake() -> Duration {
+    let interval = monitor_interval();
+    let now = Instant::now();
+    lock(&TASKS)
+        .iter()
+        .map(|t| t.due.saturating_duration_since(now))
+        .min()
+        .map_or(interval, |d| d.min(interval))
+}
+
+fn run() {
+    let _scope = crate::scope::component_scope("memgov");
+    let mut cursor = 0u64;
+    loop {
+        SAMPLES.fetch_add(1, Relaxed);
+        for scope in pressure::scopes().collect::<Vec<_>>() {
+            pressure::evaluate(scope);
+        }
+        let mut events = Vec::new();
+        pressure::drain(&mut cursor, |e| events.push(e));
+        for event in events {
+            deliver(event);
+        }
+        run_due_tasks();
+        std::thread::park_timeout(next_wake());
+    }
+}

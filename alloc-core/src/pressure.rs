@@ -1,0 +1,366 @@
+//! Pressure levels with hysteresis, and the queue of level changes the monitor thread turns into
+//! callbacks.
+//!
+//! A budget's usage is its charged bytes (live bytes plus the credit threads hold, see
+//! `budget.rs`) as a fraction of its soft limit (of its hard limit when it has no soft one). With
+//! the default thresholds a budget enters [`Level::Warning`] at 85% and [`Level::Critical`] at 95%,
+//! and comes down only below a lower threshold: from Critical to Warning below 85%, to Normal below
+//! 70%. A program hovering around one threshold therefore does not flap.
+//!
+//! Levels are re-evaluated where usage changes by a credit chunk (never more than once per 64 KiB
+//! charged or returned, off the allocation path's fast half), when limits change, and by the
+//! monitor every sampling interval. A change is pushed onto a fixed ring of events (atomics only:
+//! this can run inside the allocator) and the monitor thread is woken to run the callbacks.
+
+use crate::budget::{self, Scope};
+use crate::registry::{ComponentId, CAPACITY};
+use std::fmt;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::OnceLock;
+use std::thread::Thread;
+
+/// How close a budget is to its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(u8)]
+pub enum Level {
+    /// Below the warning threshold (or recovered below the recovery threshold).
+    #[default]
+    Normal = 0,
+    /// At or above the warning threshold: time to shed optional memory.
+    Warning = 1,
+    /// At or above the critical threshold: shed everything that can be shed.
+    Critical = 2,
+}
+
+impl Level {
+    pub(crate) fn from_u8(v: u8) -> Level {
+        match v {
+            1 => Level::Warning,
+            2 => Level::Critical,
+            _ => Level::Normal,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Normal => "normal",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        })
+    }
+}
+
+/// The pressure thresholds, as fractions of a budget's soft limit.
+///
+/// ```
+/// let t = alloc_core::Thresholds::default();
+/// assert_eq!((t.recovery, t.warning, t.critical), (0.70, 0.85, 0.95));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    /// Below this, a budget at Warning or Critical recovers to Normal.
+    pub recovery: f64,
+    /// At or above this, Normal becomes Warning; below it, Critical recovers to Warning.
+    pub warning: f64,
+    /// At or above this, the level is Critical.
+    pub critical: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            recovery: 0.70,
+            warning: 0.85,
+            critical: 0.95,
+        }
+    }
+}
+
+/// Thresholds that are not `0 < recovery < warning < critical <= 1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ThresholdError {
+    /// The rejected thresholds.
+    pub thresholds: Thresholds,
+}
+
+impl fmt::Display for ThresholdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.thresholds;
+        write!(
+            f,
+            "pressure thresholds {}/{}/{} are invalid; expected 0 < recovery < warning < critical <= 1",
+            t.recovery, t.warning, t.critical
+        )
+    }
+}
+
+impl std::error::Error for ThresholdError {}
+
+// Thresholds in millionths of the limit.
+static RECOVERY: AtomicU32 = AtomicU32::new(700_000);
+static WARNING: AtomicU32 = AtomicU32::new(850_000);
+static CRITICAL: AtomicU32 = AtomicU32::new(950_000);
+
+/// Sets the pressure thresholds for every budget.
+///
+/// # Errors
+/// [`ThresholdError`] unless `0 < recovery < warning < critical <= 1`.
+///
+/// ```
+/// use alloc_core::Thresholds;
+/// alloc_core::set_thresholds(Thresholds { recovery: 0.6, warning: 0.8, critical: 0.9 }).unwrap();
+/// assert!(alloc_core::set_thresholds(Thresholds { recovery: 0.9, warning: 0.8, critical: 0.95 }).is_err());
+/// alloc_core::set_thresholds(Thresholds::default()).unwrap();
+/// ```
+pub fn set_thresholds(t: Thresholds) -> Result<(), ThresholdError> {
+    let ok =
+        0.0 < t.recovery && t.recovery < t.warning && t.warning < t.critical && t.critical <= 1.0;
+    if !ok {
+        return Err(ThresholdError { thresholds: t });
+    }
+    let millionths = |f: f64| (f * 1e6).round() as u32;
+    RECOVERY.store(millionths(t.recovery), Relaxed);
+    WARNING.store(millionths(t.warning), Relaxed);
+    CRITICAL.store(millionths(t.critical), Relaxed);
+    for scope in scopes() {
+        evaluate(scope);
+    }
+    Ok(())
+}
+
+/// The pressure thresholds in force.
+pub fn thresholds() -> Thresholds {
+    let f = |a: &AtomicU32| f64::from(a.load(Relaxed)) / 1e6;
+    Thresholds {
+        recovery: f(&RECOVERY),
+        warning: f(&WARNING),
+        critical: f(&CRITICAL),
+    }
+}
+
+/// The level a budget at `current` moves to with `charged` bytes against a base of `base`.
+fn next_level(current: Level, charged: u64, base: u64) -> Level {
+    let at = |a: &AtomicU32| (u128::from(base) * u128::from(a.load(Relaxed)) / 1_000_000) as u64;
+    let (recovery, warning, critical) = (at(&RECOVERY), at(&WARNING), at(&CRITICAL));
+    match current {
+        _ if charged >= critical => Level::Critical,
+        Level::Normal if charged >= warning => Level::Warning,
+        Level::Normal => Level::Normal,
+        _ if charged < recovery => Level::Normal,
+        Level::Critical if charged < warning => Level::Warning,
+        other => other,
+    }
+}
+
+/// What changed, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The level rose to Warning.
+    Warning,
+    /// The level rose to Critical.
+    Critical,
+    /// The level fell.
+    Recovery,
+}
+
+/// A change of pressure level, delivered to callbacks on the monitor thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PressureEvent {
+    /// Whose budget.
+    pub scope: Scope,
+    /// Warning, Critical or Recovery.
+    pub kind: EventKind,
+    /// The level before.
+    pub previous: Level,
+    /// The level now.
+    pub level: Level,
+    /// Charged bytes when the change was seen.
+    pub charged_bytes: u64,
+    /// The limit the level is a fraction of (the soft limit, else the hard one).
+    pub limit_bytes: u64,
+}
+
+/// Re-evaluates the level of `scope`; pushes an event and wakes the monitor when it changes.
+/// Never allocates.
+pub(crate) fn evaluate(scope: Scope) {
+    let e = scope.entity();
+    let current = Level::from_u8(e.level.load(Relaxed));
+    let charged = e.charged();
+    let next = match e.pressure_base() {
+        Some(base) => next_level(current, charged, base),
+        None => Level::Normal,
+    };
+    if next == current
+        || e.level
+            .compare_exchange(current as u8, next as u8, Relaxed, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let kind = match next {
+        _ if next < current => EventKind::Recovery,
+        Level::Critical => EventKind::Critical,
+        _ => EventKind::Warning,
+    };
+    push(PressureEvent {
+        scope,
+        kind,
+        previous: current,
+        level: next,
+        charged_bytes: charged,
+        limit_bytes: e.pressure_base().unwrap_or(0),
+    });
+    wake_monitor();
+}
+
+/// Every scope that has limits: the process and each limited component.
+pub(crate) fn scopes() -> impl Iterator<Item = Scope> {
+    std::iter::once(Scope::Process).chain(
+        crate::registry::all()
+            .filter(|c| budget::component_entity(c.0).pressure_base().is_some())
+            .map(Scope::Component),
+    )
+}
+
+/// The process's pressure level.
+///
+/// ```
+/// assert_eq!(alloc_core::pressure(), alloc_core::Level::Normal);
+/// ```
+pub fn pressure() -> Level {
+    Level::from_u8(budget::process_entity().level.load(Relaxed))
+}
+
+/// The pressure level of the component called `name` (Normal if it has no budget).
+pub fn component_pressure(name: &str) -> Level {
+    crate::registry::lookup_component(name).map_or(Level::Normal, |c| {
+        Level::from_u8(budget::component_entity(c.0).level.load(Relaxed))
+    })
+}
+
+// The event ring: multi-producer (any thread, inside the allocator), single consumer (the monitor).
+
+const RING: usize = 256;
+
+struct Slot {
+    /// Sequence number + 1 of the event in the slot; 0 = never written.
+    seq: AtomicU64,
+    /// scope (0 = process, else component id + 1) | kind << 16 | previous << 24 | level << 32
+    head: AtomicU64,
+    charged: AtomicU64,
+    limit: AtomicU64,
+}
+
+static EVENTS: [Slot; RING] = [const {
+    Slot {
+        seq: AtomicU64::new(0),
+        head: AtomicU64::new(0),
+        charged: AtomicU64::new(0),
+        limit: AtomicU64::new(0),
+    }
+}; RING];
+static NEXT: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+fn push(e: PressureEvent) {
+    let seq = NEXT.fetch_add(1, Relaxed);
+    let slot = &EVENTS[(seq % RING as u64) as usize];
+    let scope = match e.scope {
+        Scope::Process => 0u64,
+        Scope::Component(c) => c.index() as u64 + 1,
+    };
+    let kind = match e.kind {
+        EventKind::Warning => 0u64,
+        EventKind::Critical => 1,
+        EventKind::Recovery => 2,
+    };
+    slot.seq.store(0, Relaxed);
+    slot.head.store(
+        scope | kind << 16 | (e.previous as u64) << 24 | (e.level as u64) << 32,
+        Relaxed,
+    );
+    slot.charged.store(e.charged_bytes, Relaxed);
+    slot.limit.store(e.limit_bytes, Relaxed);
+    slot.seq.store(seq + 1, Release);
+}
+
+/// Takes the events after `cursor` (monitor only), in order. Events overwritten before they were
+/// read are counted in [`dropped_events`].
+pub(crate) fn drain(cursor: &mut u64, mut f: impl FnMut(PressureEvent)) {
+    let end = NEXT.load(Acquire);
+    if end.saturating_sub(*cursor) > RING as u64 {
+        DROPPED.fetch_add(end - *cursor - RING as u64, Relaxed);
+        *cursor = end - RING as u64;
+    }
+    while *cursor < end {
+        let slot = &EVENTS[(*cursor % RING as u64) as usize];
+        if slot.seq.load(Acquire) != *cursor + 1 {
+            // Not written yet (a producer between its fetch_add and its store): next time.
+            break;
+        }
+        let head = slot.head.load(Relaxed);
+        let scope = match head & 0xffff {
+            0 => Scope::Process,
+            c if (c as usize) <= CAPACITY => Scope::Component(ComponentId((c - 1) as u16)),
+            _ => Scope::Process,
+        };
+        let kind = match (head >> 16) & 0xff {
+            0 => EventKind::Warning,
+            1 => EventKind::Critical,
+            _ => EventKind::Recovery,
+        };
+        let event = PressureEvent {
+            scope,
+            kind,
+            previous: Level::from_u8((head >> 24) as u8),
+            level: Level::from_u8((head >> 32) as u8),
+            charged_bytes: slot.charged.load(Relaxed),
+            limit_bytes: slot.limit.load(Relaxed),
+        };
+        *cursor += 1;
+        f(event);
+    }
+}
+
+/// Pressure events lost because more than 256 arrived between two monitor wake-ups.
+pub fn dropped_events() -> u64 {
+    DROPPED.load(Relaxed)
+}
+
+pub(crate) static MONITOR: OnceLock<Thread> = OnceLock::new();
+
+/// Wakes the monitor thread if it runs. Lock-free and allocation-free (a futex wake).
+pub(crate) fn wake_monitor() {
+    if let Some(t) = MONITOR.get() {
+        t.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis_follows_the_thresholds() {
+        use Level::*;
+        let base = 1000;
+        let steps = [
+            (Normal, 840, Normal),
+            (Normal, 850, Warning),
+            (Warning, 700, Warning),
+            (Warning, 699, Normal),
+            (Warning, 950, Critical),
+            (Critical, 860, Critical),
+            (Critical, 849, Warning),
+            (Critical, 600, Normal),
+            (Normal, 2000, Critical),
+        ];
+        for (from, charged, to) in steps {
+            assert_eq!(next_level(from, charged, base), to, "{from:?} at {charged}");
+        }
+    }
+}
