@@ -115,9 +115,56 @@ fn churns(c: &mut Criterion) {
     }
 }
 
+/// The same cases with a process hard limit and a component budget set (far above what the bench
+/// uses, so nothing is refused), inside that component's scope: what the budget checks cost.
+fn limited(c: &mut Criterion) {
+    memgov::set_process_limits(memgov::Limits::hard(64 << 30).with_soft(48 << 30)).unwrap();
+    memgov::set_budget("bench", memgov::Limits::hard(32 << 30).with_soft(24 << 30)).unwrap();
+    let budgeted: [(&str, Alloc); 2] = [
+        ("jemalloc", &RAW_JEMALLOC),
+        ("governor-jemalloc-limited", &GOV_JEMALLOC),
+    ];
+    for size in [16usize, 4096] {
+        let mut g = c.benchmark_group(format!("limited-pair-{size}B"));
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        for (name, a) in budgeted {
+            g.bench_function(name, |b| {
+                let _scope = memgov::component_scope("bench");
+                b.iter(|| pair(a, layout))
+            });
+        }
+        g.finish();
+    }
+    for threads in [1usize, 2] {
+        let mut g = c.benchmark_group(format!("limited-churn-{threads}t"));
+        for (name, a) in budgeted {
+            g.bench_with_input(
+                BenchmarkId::from_parameter(name),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        std::thread::scope(|s| {
+                            let hs: Vec<_> = (0..threads)
+                                .map(|t| {
+                                    s.spawn(move || {
+                                        let _scope = memgov::component_scope("bench");
+                                        churn(a, iters, 0x9E37_79B9 + t as u64)
+                                    })
+                                })
+                                .collect();
+                            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+                        })
+                    })
+                },
+            );
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = pairs, churns
+    targets = pairs, churns, limited
 }
 criterion_main!(benches);

@@ -1,18 +1,22 @@
-//! A small service whose parts allocate under their own components, then the figures as a table.
+//! A small service whose parts allocate under their own components, with a page cache that sheds
+//! memory when its budget comes under pressure; then the figures as a table.
 //!
 //! `cargo run --release --example demo`
+//! (`MEMGOV_BUDGETS=pages=/4MiB cargo run --release --example demo` to give "pages" another soft
+//! budget; the demo sets `pages=/8MiB` itself when the environment does not.)
 
-use memgov::InComponent;
-use std::collections::{BTreeMap, HashMap};
+use memgov::{EventKind, InComponent, Level, Limits};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-/// Renders a page: allocations tagged "pages" (templates come from their own component).
+/// Renders a page: allocations tagged "pages".
 fn render_page(id: usize, templates: &HashMap<String, String>) -> String {
     let _scope = memgov::component_scope("pages");
     let layout = &templates["layout"];
@@ -36,6 +40,38 @@ fn load_templates() -> HashMap<String, String> {
     t
 }
 
+/// A least-recently-inserted page cache. Its bytes belong to "pages", whoever evicts them.
+#[derive(Default)]
+struct PageCache {
+    order: VecDeque<u64>,
+    pages: HashMap<u64, String>,
+}
+
+impl PageCache {
+    fn insert(&mut self, key: u64, page: String) {
+        let _scope = memgov::component_scope("pages");
+        self.order.push_back(key);
+        self.pages.insert(key, page);
+    }
+
+    /// Drops the oldest half.
+    fn evict_half(&mut self) -> usize {
+        let n = self.order.len() / 2;
+        for key in self.order.drain(..n) {
+            self.pages.remove(&key);
+        }
+        self.pages.shrink_to_fit();
+        n
+    }
+
+    fn clear(&mut self) -> usize {
+        let n = self.pages.len();
+        self.order = VecDeque::new();
+        self.pages = HashMap::new();
+        n
+    }
+}
+
 /// Polls a future to completion on this thread (no async runtime needed).
 fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
@@ -48,10 +84,36 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 fn main() {
-    let templates = load_templates();
+    if let Err(errors) = memgov::init() {
+        eprintln!("memgov configuration: {errors}");
+    }
+    if memgov::budget("pages") == Limits::NONE {
+        memgov::set_budget("pages", Limits::soft(8 << 20)).expect("a valid budget");
+    }
+    println!("pages budget: {:?}", memgov::budget("pages"));
 
-    // Sessions live in a map owned by the main thread; workers render pages and send them back,
-    // so page bytes are freed on another thread than the one that allocated them.
+    let templates = load_templates();
+    let cache = Arc::new(Mutex::new(PageCache::default()));
+
+    // Pressure callbacks run on memgov's monitor thread, never inside an allocation.
+    let shed = Arc::clone(&cache);
+    memgov::on_component_pressure("pages", move |event| {
+        let mut cache = shed.lock().unwrap();
+        let action = match (event.kind, event.level) {
+            (EventKind::Critical, _) => format!("cleared {} pages", cache.clear()),
+            (EventKind::Warning, _) | (EventKind::Recovery, Level::Warning) => {
+                format!("evicted {} pages", cache.evict_half())
+            }
+            (EventKind::Recovery, _) => "back to normal".to_string(),
+        };
+        println!(
+            "  pressure: pages {} -> {} at {} of {} bytes: {action}",
+            event.previous, event.level, event.charged_bytes, event.limit_bytes
+        );
+    });
+
+    // Workers render pages; the main thread caches every one it receives. Page bytes are
+    // allocated on the workers and freed on whichever thread evicts them.
     let mut sessions: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::scope(|s| {
@@ -59,37 +121,37 @@ fn main() {
             let tx = tx.clone();
             let templates = &templates;
             s.spawn(move || {
-                for i in 0..2_000 {
+                for i in 0..4_000 {
                     tx.send(render_page(worker * 10_000 + i, templates))
                         .unwrap();
+                    if i % 500 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                 }
             });
         }
         drop(tx);
-        let mut cached = Vec::new();
         for (n, page) in rx.into_iter().enumerate() {
+            cache.lock().unwrap().insert(n as u64, page);
             let _scope = memgov::component_scope("sessions");
             sessions.insert(n as u64, vec![0u8; 64 + n % 200]);
-            if n % 16 == 0 {
-                cached.push(page); // a page cache that keeps every 16th page alive
-            }
         }
-        println!("cached {} pages", cached.len());
-        let pages = memgov::component_stats("pages").unwrap();
-        println!(
-            "pages: {} live bytes in {} blocks kept by the cache, {} allocations, peak {} bytes",
-            pages.live_bytes,
-            pages.live_blocks(),
-            pages.alloc_count,
-            pages.peak_live_bytes
-        );
     });
+    std::thread::sleep(Duration::from_millis(300)); // let the monitor deliver the last events
 
     // An async job, polled in its own component.
     let report = block_on(
         async { (0..1000).map(|i| format!("line {i}\n")).collect::<String>() }.in_component("jobs"),
     );
 
+    let pages = memgov::component_stats("pages").unwrap();
+    println!(
+        "\npages: {} live bytes in {} cached pages, peak {} bytes, {} pages rendered",
+        pages.live_bytes,
+        cache.lock().unwrap().pages.len(),
+        pages.peak_live_bytes,
+        16_000
+    );
     println!("\n{}", memgov::snapshot());
     println!(
         "\njob report: {} bytes; sessions: {}",
