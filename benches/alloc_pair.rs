@@ -81,6 +81,27 @@ fn churn(a: Alloc, ops: u64, seed: u64) -> Duration {
     took
 }
 
+/// `iters` churn operations on each of `threads` threads, each inside `component` if given;
+/// returns the slowest thread's time.
+fn churn_threads(
+    a: Alloc,
+    iters: u64,
+    threads: usize,
+    component: Option<&'static str>,
+) -> Duration {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let _scope = component.map(memgov::component_scope);
+                    churn(a, iters, 0x9E37_79B9 + t as u64)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+    })
+}
+
 fn pairs(c: &mut Criterion) {
     for size in [16usize, 64, 4096] {
         let mut g = c.benchmark_group(format!("pair-{size}B"));
@@ -99,16 +120,7 @@ fn churns(c: &mut Criterion) {
             g.bench_with_input(
                 BenchmarkId::from_parameter(name),
                 &threads,
-                |b, &threads| {
-                    b.iter_custom(|iters| {
-                        std::thread::scope(|s| {
-                            let hs: Vec<_> = (0..threads)
-                                .map(|t| s.spawn(move || churn(a, iters, 0x9E37_79B9 + t as u64)))
-                                .collect();
-                            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
-                        })
-                    })
-                },
+                |b, &threads| b.iter_custom(|iters| churn_threads(a, iters, threads, None)),
             );
         }
         g.finish();
@@ -142,19 +154,7 @@ fn limited(c: &mut Criterion) {
                 BenchmarkId::from_parameter(name),
                 &threads,
                 |b, &threads| {
-                    b.iter_custom(|iters| {
-                        std::thread::scope(|s| {
-                            let hs: Vec<_> = (0..threads)
-                                .map(|t| {
-                                    s.spawn(move || {
-                                        let _scope = memgov::component_scope("bench");
-                                        churn(a, iters, 0x9E37_79B9 + t as u64)
-                                    })
-                                })
-                                .collect();
-                            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
-                        })
-                    })
+                    b.iter_custom(|iters| churn_threads(a, iters, threads, Some("bench")))
                 },
             );
         }
