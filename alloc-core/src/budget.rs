@@ -11,7 +11,10 @@
 //! credit above [`MAX_CREDIT`] goes back to the shared counter.
 //!
 //! So at every instant `live <= charged <= hard limit`: no allocation is ever handed out past a hard
-//! limit, whatever the concurrency. The price is that an allocation can be refused while other
+//! limit, whatever the concurrency. When a limit changes, a limit epoch moves on and every thread
+//! hands back all its credit before it spends any more, so credit charged under a higher limit is
+//! never spent under a lower one: once `set_budget` (or `set_process_limits`) has returned, an
+//! allocation that starts afterwards is checked against the new limit. The price is that an allocation can be refused while other
 //! threads hold unspent credit: at most `MAX_CREDIT` (256 KiB) per thread per component, and the
 //! same for the process limit. Threads return their credit at exit and on
 //! [`flush_thread`](crate::flush_thread).
@@ -20,7 +23,7 @@ use crate::pressure::{self, Level};
 use crate::registry::{self, ComponentId, NameError, CAPACITY};
 use crossbeam_utils::CachePadded;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8};
 
 /// Credit a thread charges at a time while the limit is far.
@@ -273,6 +276,10 @@ static COMPONENTS: [CachePadded<Entity>; CAPACITY] =
 static PROCESS: CachePadded<Entity> = CachePadded::new(Entity::new());
 /// True once any limit has been set: until then nothing needs re-evaluating pressure.
 pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
+/// Bumped on every limit change. Threads compare it with the epoch of their credit before spending
+/// any, and hand their credit back when it moved: credit charged under a higher limit must not be
+/// spent under a lower one.
+pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub(crate) fn component_entity(comp: u16) -> &'static Entity {
@@ -325,6 +332,7 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     entity.hard.store(limits.hard.unwrap_or(NONE), Relaxed);
     entity.soft.store(limits.soft.unwrap_or(NONE), Relaxed);
     ANY_LIMIT.store(true, Relaxed);
+    LIMIT_EPOCH.fetch_add(1, Release);
     crate::abort_line::install();
     Ok(())
 }

@@ -8,7 +8,8 @@
 
 use crate::registry::CAPACITY;
 use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicI64, AtomicU64};
 
 /// A batch of counter changes for one component.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -125,6 +126,42 @@ impl Delta {
         self.reallocs += next.reallocs;
         self.tag += next.tag;
     }
+}
+
+// A sequence lock over flushes. A flush moves a batch from a thread's block into the shared
+// records; a reader that adds the shared records to the blocks' pending batches must not see a
+// batch in both places, or in neither. Flushes are rare (one per 1024 operations of a kind per
+// thread and component), so readers simply retry while one is in progress.
+static FLUSHES_STARTED: AtomicU64 = AtomicU64::new(0);
+static FLUSHES_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Marks the start of a flush (before any of its stores).
+pub(crate) fn flush_begin() {
+    FLUSHES_STARTED.fetch_add(1, Relaxed);
+    fence(Release);
+}
+
+/// Marks the end of a flush (after all of its stores).
+pub(crate) fn flush_end() {
+    FLUSHES_DONE.fetch_add(1, Release);
+}
+
+/// Runs `read` until it ran with no flush in progress or starting meanwhile (at most 10 000 tries;
+/// then the last result stands). Never allocates.
+pub(crate) fn consistent<T>(mut read: impl FnMut() -> T) -> T {
+    for _ in 0..10_000 {
+        let started = FLUSHES_STARTED.load(Acquire);
+        if FLUSHES_DONE.load(Acquire) != started {
+            std::hint::spin_loop();
+            continue;
+        }
+        let value = read();
+        fence(Acquire);
+        if FLUSHES_STARTED.load(Relaxed) == started {
+            return value;
+        }
+    }
+    read()
 }
 
 pub(crate) fn component(component: u16) -> Option<&'static Shared> {

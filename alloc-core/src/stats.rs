@@ -156,7 +156,7 @@ impl ComponentId {
     /// ```
     pub fn stats(self) -> ComponentStats {
         let shared = counters::component(self.0).unwrap_or_else(|| counters::global());
-        component_from(self, shared, thread::pending(Some(self.0)))
+        counters::consistent(|| component_from(self, shared, thread::pending(Some(self.0))))
     }
 }
 
@@ -172,7 +172,9 @@ pub fn component_stats(name: &str) -> Option<ComponentStats> {
 /// Live bytes of the whole process (shared counter plus every thread's pending delta). Never
 /// allocates.
 pub(crate) fn global_live_bytes() -> u64 {
-    (counters::global().load().live + thread::pending(None).live).max(0) as u64
+    counters::consistent(|| {
+        (counters::global().load().live + thread::pending(None).live).max(0) as u64
+    })
 }
 
 /// The process-wide figures.
@@ -182,7 +184,7 @@ pub(crate) fn global_live_bytes() -> u64 {
 /// assert!(g.components >= 2);
 /// ```
 pub fn global_stats() -> GlobalStats {
-    let (_, d) = merge(counters::global().load(), thread::pending(None));
+    let (_, d) = counters::consistent(|| merge(counters::global().load(), thread::pending(None)));
     let (threads, thread_blocks) = thread::block_counts();
     GlobalStats {
         live_bytes: d.live as u64,
@@ -211,15 +213,7 @@ pub fn global_stats() -> GlobalStats {
 /// The snapshot's own `Vec` is allocated in the caller's current component.
 pub fn snapshot() -> Snapshot {
     crate::config::ensure_init();
-    let components: Vec<ComponentStats> = registry::all()
-        .map(|id| {
-            component_from(
-                id,
-                counters::component(id.0).unwrap_or(counters::global()),
-                thread::pending(Some(id.0)),
-            )
-        })
-        .collect();
+    let components: Vec<ComponentStats> = registry::all().map(ComponentId::stats).collect();
     let mut global = global_stats();
     // The process-wide peak is at least any one component's peak (the others are never negative);
     // batching can hide that when the peaks were assembled from different threads' batches.

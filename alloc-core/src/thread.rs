@@ -135,6 +135,9 @@ impl Record {
 struct Block {
     /// Bytes this thread has charged to the process budget and not yet spent.
     credit: AtomicI64,
+    /// The limit epoch ([`budget::LIMIT_EPOCH`]) the credits were charged under. A limit change
+    /// makes every thread hand its credit back before it spends any more.
+    epoch: AtomicU64,
     /// How many entries of `dirty` are valid.
     dirty_len: AtomicUsize,
     /// Components whose record holds a pending delta or credit.
@@ -176,6 +179,7 @@ impl Block {
     /// Owner only: folds every pending delta into the shared counters. Records still holding
     /// credit stay listed.
     fn flush(&self) {
+        counters::flush_begin();
         let n = self.dirty_len.load(Relaxed).min(CAPACITY);
         let mut total = Delta::default();
         let mut kept = 0;
@@ -194,6 +198,7 @@ impl Block {
         }
         counters::apply_global(&total);
         self.dirty_len.store(kept, Release);
+        counters::flush_end();
     }
 
     /// Owner only: flushes and hands every credit back to the budgets (thread exit).
@@ -217,7 +222,8 @@ impl Block {
         let r = self.record(comp);
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
-        if (c | g) < 0 {
+        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        if ((c | g) < 0) | stale {
             return self.admit_slow(comp, size);
         }
         r.credit.store(c, Relaxed);
@@ -228,6 +234,13 @@ impl Block {
     #[cold]
     #[inline(never)]
     fn admit_slow(&self, comp: u16, size: u64) -> bool {
+        let epoch = budget::LIMIT_EPOCH.load(Acquire);
+        if self.epoch.load(Relaxed) != epoch {
+            // Limits changed since these credits were charged: give them all back, so that what
+            // this thread spends from now on is checked against the limits in force.
+            self.return_all_credit();
+            self.epoch.store(epoch, Relaxed);
+        }
         let Ok(size) = i64::try_from(size) else {
             budget::refused(comp, false, size);
             return false;
@@ -408,6 +421,9 @@ fn claim_block() -> *const Block {
                 .is_ok()
     });
     if let Some(block) = claimed {
+        block
+            .epoch
+            .store(budget::LIMIT_EPOCH.load(Acquire), Relaxed);
         BLOCKS_IN_USE.fetch_add(1, Relaxed);
         return block;
     }
@@ -432,6 +448,9 @@ fn claim_block() -> *const Block {
     // the compare-exchange below publishes it.
     unsafe {
         (*block).in_use.store(true, Relaxed);
+        (*block)
+            .epoch
+            .store(budget::LIMIT_EPOCH.load(Acquire), Relaxed);
         let mut head = BLOCKS.load(Relaxed);
         loop {
             (*block).next = head;
