@@ -14,7 +14,9 @@
 //! limit, whatever the concurrency. When a limit changes, a limit epoch moves on and every thread
 //! hands back all its credit before it spends any more, so credit charged under a higher limit is
 //! never spent under a lower one: once `set_budget` (or `set_process_limits`) has returned, an
-//! allocation that starts afterwards is checked against the new limit. The price is that an allocation can be refused while other
+//! allocation that starts afterwards is checked against the new limit. While a lowered limit is
+//! below what is already charged, threads hold no credit at all (frees give bytes straight back,
+//! allocations charge exactly what they need), so usage can only fall until it is under the limit. The price is that an allocation can be refused while other
 //! threads hold unspent credit: at most `MAX_CREDIT` (256 KiB) per thread per component, and the
 //! same for the process limit. Threads return their credit at exit and on
 //! [`flush_thread`](crate::flush_thread).
@@ -24,7 +26,7 @@ use crate::registry::{self, ComponentId, NameError, CAPACITY};
 use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
 
 /// Credit a thread charges at a time while the limit is far.
 pub const CREDIT_CHUNK: i64 = 64 * 1024;
@@ -195,6 +197,8 @@ pub(crate) struct Entity {
     pub level: AtomicU8,
     /// Allocations and reservations refused.
     pub failures: AtomicU64,
+    /// True while charged bytes are above the hard limit (after the limit was lowered).
+    over: AtomicBool,
 }
 
 impl Entity {
@@ -205,6 +209,7 @@ impl Entity {
             soft: AtomicU64::new(NONE),
             level: AtomicU8::new(0),
             failures: AtomicU64::new(0),
+            over: AtomicBool::new(false),
         }
     }
 
@@ -257,7 +262,23 @@ impl Entity {
 
     /// Gives `bytes` of charge back.
     pub fn uncharge(&self, bytes: i64) {
-        self.charged.fetch_sub(bytes, Relaxed);
+        let after = self.charged.fetch_sub(bytes, Relaxed) - bytes;
+        if self.over.load(Relaxed) && after <= self.hard.load(Relaxed).min(i64::MAX as u64) as i64 {
+            self.update_over();
+        }
+    }
+
+    /// Re-checks whether charged bytes are above the hard limit and keeps [`OVER_LIMIT`] in step.
+    fn update_over(&self) {
+        let hard = self.hard.load(Relaxed);
+        let over = hard != NONE && self.charged.load(Relaxed) > hard as i64;
+        if self.over.swap(over, Relaxed) != over {
+            if over {
+                OVER_LIMIT.fetch_add(1, Relaxed);
+            } else {
+                OVER_LIMIT.fetch_sub(1, Relaxed);
+            }
+        }
     }
 
     /// The error for a refused request of `requested` bytes.
@@ -280,6 +301,16 @@ pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
 /// any, and hand their credit back when it moved: credit charged under a higher limit must not be
 /// spent under a lower one.
 pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// How many budgets have more bytes charged than their hard limit allows (a limit was lowered
+/// below usage). While any has, threads spend no credit at all: every allocation charges exactly
+/// what it needs, so none can pass a limit, until usage is back under every limit.
+static OVER_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some budget is over its hard limit (see [`OVER_LIMIT`]).
+#[inline]
+pub(crate) fn strict() -> bool {
+    OVER_LIMIT.load(Relaxed) != 0
+}
 
 #[inline(always)]
 pub(crate) fn component_entity(comp: u16) -> &'static Entity {
@@ -331,6 +362,7 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     }
     entity.hard.store(limits.hard.unwrap_or(NONE), Relaxed);
     entity.soft.store(limits.soft.unwrap_or(NONE), Relaxed);
+    entity.update_over();
     ANY_LIMIT.store(true, Relaxed);
     LIMIT_EPOCH.fetch_add(1, Release);
     crate::abort_line::install();

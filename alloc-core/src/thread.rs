@@ -234,13 +234,8 @@ impl Block {
     #[cold]
     #[inline(never)]
     fn admit_slow(&self, comp: u16, size: u64) -> bool {
-        let epoch = budget::LIMIT_EPOCH.load(Acquire);
-        if self.epoch.load(Relaxed) != epoch {
-            // Limits changed since these credits were charged: give them all back, so that what
-            // this thread spends from now on is checked against the limits in force.
-            self.return_all_credit();
-            self.epoch.store(epoch, Relaxed);
-        }
+        let strict = self.refresh();
+        let chunk = if strict { 0 } else { CREDIT_CHUNK };
         let Ok(size) = i64::try_from(size) else {
             budget::refused(comp, false, size);
             return false;
@@ -251,7 +246,7 @@ impl Block {
         let component = budget::component_entity(comp);
         let got_c = if c < size {
             let need = size - c;
-            match component.charge(need, need.saturating_add(CREDIT_CHUNK)) {
+            match component.charge(need, need.saturating_add(chunk)) {
                 Some(got) => got,
                 None => {
                     budget::refused(comp, false, size as u64);
@@ -263,7 +258,7 @@ impl Block {
         };
         let got_g = if g < size {
             let need = size - g;
-            match budget::process_entity().charge(need, need.saturating_add(CREDIT_CHUNK)) {
+            match budget::process_entity().charge(need, need.saturating_add(chunk)) {
                 Some(got) => got,
                 None => {
                     component.uncharge(got_c);
@@ -287,6 +282,24 @@ impl Block {
         true
     }
 
+    /// Owner only: if limits changed since this block's credit was charged, or a budget is over
+    /// its hard limit, gives every credit back. Returns whether a budget is over its limit (then
+    /// the block keeps a stale epoch, so every operation comes back here and nothing is spent
+    /// from credit).
+    #[cold]
+    #[inline(never)]
+    fn refresh(&self) -> bool {
+        let epoch = budget::LIMIT_EPOCH.load(Acquire);
+        let strict = budget::strict();
+        if self.epoch.load(Relaxed) != epoch || strict {
+            self.return_all_credit();
+            if !strict {
+                self.epoch.store(epoch, Relaxed);
+            }
+        }
+        strict
+    }
+
     /// Owner only: gives `size` bytes of credit back for `comp` and the process.
     #[inline(always)]
     fn credit_back(&self, comp: u16, size: u64) {
@@ -295,8 +308,13 @@ impl Block {
         let g = self.credit.load(Relaxed).wrapping_add(size as i64);
         r.credit.store(c, Relaxed);
         self.credit.store(g, Relaxed);
-        if c.max(g) > MAX_CREDIT {
-            self.return_excess(comp);
+        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        if (c.max(g) > MAX_CREDIT) | stale {
+            if stale {
+                self.refresh();
+            } else {
+                self.return_excess(comp);
+            }
         }
     }
 
