@@ -6,8 +6,11 @@
 //! interval passes (default 100 ms, [`set_monitor_interval`]); then it re-evaluates every budget,
 //! delivers the level changes to the callbacks in order, and runs the tasks that are due. A
 //! callback or task that panics is caught and counted ([`monitor_stats`]); the monitor goes on. The
-//! monitor's own allocations are tagged with the component `"memgov"`; a callback for a
-//! component's event runs inside that component's scope, and a process-wide one in `"unscoped"`.
+//! monitor's own allocations, the callbacks' and tasks' included, are tagged with the component
+//! `"memgov"`. Callbacks do not run inside the component whose event they handle: that component
+//! may be at its hard limit, where an allocation in the callback would be refused (and abort the
+//! process if it was infallible) just when the callback is trying to shed memory. At the process's
+//! hard limit that danger remains: a Critical callback should free before it allocates.
 
 use crate::budget::Scope;
 use crate::pressure::{self, Level, PressureEvent};
@@ -240,13 +243,6 @@ fn deliver(event: PressureEvent) {
             continue;
         }
         EVENTS_DELIVERED.fetch_add(1, Relaxed);
-        // A component's callbacks run inside that component, so what they allocate (a cache
-        // rebuilt smaller, say) is counted where it belongs; process-wide ones run unscoped.
-        let component = match event.scope {
-            Scope::Component(c) => c,
-            Scope::Process => ComponentId::UNSCOPED,
-        };
-        let _scope = crate::scope::try_enter(component);
         if catch_unwind(AssertUnwindSafe(|| f(&event))).is_err() {
             CALLBACK_PANICS.fetch_add(1, Relaxed);
         }
