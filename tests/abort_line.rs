@@ -266,12 +266,7 @@ const CASES: [Case; 5] = [
     (
         "with_backtraces_on_the_line_still_names_the_refused_request",
         with_backtraces_on_the_line_still_names_the_refused_request,
-        Some(
-            "library bug: with RUST_BACKTRACE=1, std's allocation-error hook allocates for the \
-             backtrace, that is refused too, and the line names that refusal (\"last refusal on \
-             this thread\") instead of the request that failed (alloc-core/src/abort_line.rs, \
-             remember)",
-        ),
+        None,
     ),
     (
         "a_callback_for_a_full_component_can_allocate",

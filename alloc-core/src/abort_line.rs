@@ -3,12 +3,12 @@
 //! When a hard limit refuses an allocation the allocator returns null. Fallible callers
 //! (`Vec::try_reserve`, `HashMap::try_reserve`, ...) get an error and go on; infallible ones call
 //! `handle_alloc_error`, which on stable Rust prints "memory allocation of N bytes failed" and
-//! aborts. memgov remembers the refusal in a thread-local (no allocation) and, once a hard limit has
+//! aborts. memgov remembers recent refusals in a thread-local (no allocation) and, once a hard limit has
 //! been set, installs a `SIGABRT` handler that writes one more line from a stack buffer before the
 //! process dies:
 //!
 //! ```text
-//! memgov: allocation of 1048576 bytes refused by component "pages": hard limit 4194304 bytes, 3670016 bytes live, 4128768 charged (last refusal on this thread)
+//! memgov: allocation of 1048576 bytes refused by component "pages": hard limit 4194304 bytes, 3670016 bytes live, 4128768 charged
 //! ```
 //!
 //! The handler is installed with `SA_RESETHAND` and only when no other handler was installed
@@ -17,46 +17,100 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+/// Refusals within this window before the abort are candidates for the line.
+const WINDOW_NANOS: u64 = 100_000_000;
+const RING: usize = 4;
+
+#[derive(Clone, Copy)]
 struct Refusal {
-    valid: Cell<bool>,
-    component: Cell<u16>,
-    by_process: Cell<bool>,
-    limit: Cell<u64>,
-    live: Cell<u64>,
-    charged: Cell<u64>,
-    requested: Cell<u64>,
+    /// Monotonic time of the refusal, in nanoseconds; 0 = empty.
+    when: u64,
+    component: u16,
+    by_process: bool,
+    limit: u64,
+    live: u64,
+    charged: u64,
+    requested: u64,
+}
+
+const EMPTY: Refusal = Refusal {
+    when: 0,
+    component: 0,
+    by_process: false,
+    limit: 0,
+    live: 0,
+    charged: 0,
+    requested: 0,
+};
+
+struct Recent {
+    ring: [Cell<Refusal>; RING],
+    next: Cell<usize>,
 }
 
 thread_local! {
-    static LAST: Refusal = const {
-        Refusal {
-            valid: Cell::new(false),
-            component: Cell::new(0),
-            by_process: Cell::new(false),
-            limit: Cell::new(0),
-            live: Cell::new(0),
-            charged: Cell::new(0),
-            requested: Cell::new(0),
-        }
+    static RECENT: Recent = const { Recent { ring: [const { Cell::new(EMPTY) }; RING], next: Cell::new(0) } };
+}
+
+fn now_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
+    // SAFETY: clock_gettime writes a timespec we own; CLOCK_MONOTONIC is always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+        .max(1)
 }
 
 /// Remembers a refusal on this thread. Never allocates.
+///
+/// Refusals come in bursts when an infallible allocation fails: std's allocation-error hook
+/// allocates too (to print a backtrace, with `RUST_BACKTRACE` set), some of that succeeds and some
+/// is refused in turn. So the last few refusals are kept, and the line names the largest request
+/// refused in the 100 ms before the abort (backtrace allocations are small next to a request big
+/// enough to pass a limit), saying how many others there were.
 pub(crate) fn remember(component: u16, by_process: bool, limit: u64, charged: u64, requested: u64) {
     let live = if by_process {
         crate::stats::global_live_bytes()
     } else {
         crate::registry::ComponentId(component).stats().live_bytes
     };
-    let _ = LAST.try_with(|r| {
-        r.component.set(component);
-        r.by_process.set(by_process);
-        r.limit.set(limit);
-        r.live.set(live);
-        r.charged.set(charged);
-        r.requested.set(requested);
-        r.valid.set(true);
+    let refusal = Refusal {
+        when: now_nanos(),
+        component,
+        by_process,
+        limit,
+        live,
+        charged,
+        requested,
+    };
+    let _ = RECENT.try_with(|r| {
+        let i = r.next.get();
+        r.ring[i % RING].set(refusal);
+        r.next.set((i + 1) % RING);
     });
+}
+
+/// The refusal the line names, and how many other refusals were in the window.
+fn culprit() -> Option<(Refusal, usize)> {
+    let now = now_nanos();
+    RECENT
+        .try_with(|r| {
+            let recent = r
+                .ring
+                .iter()
+                .map(Cell::get)
+                .filter(|f| f.when != 0 && now.saturating_sub(f.when) <= WINDOW_NANOS);
+            let count = recent.clone().count();
+            recent
+                .max_by_key(|f| (f.requested, f.when))
+                .map(|f| (f, count - 1))
+        })
+        .ok()
+        .flatten()
 }
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -84,35 +138,31 @@ pub(crate) fn install() {
 }
 
 extern "C" fn on_abort(_signal: libc::c_int) {
-    let mut line = Line::new();
-    let written = LAST.try_with(|r| {
-        if !r.valid.get() {
-            return false;
-        }
+    if let Some((r, others)) = culprit() {
+        let mut line = Line::new();
         line.push(b"memgov: allocation of ");
-        line.number(r.requested.get());
+        line.number(r.requested);
         line.push(b" bytes refused by ");
-        if r.by_process.get() {
+        if r.by_process {
             line.push(b"the process limit");
         } else {
             line.push(b"component \"");
-            line.push(
-                crate::registry::ComponentId(r.component.get())
-                    .name()
-                    .as_bytes(),
-            );
+            line.push(crate::registry::ComponentId(r.component).name().as_bytes());
             line.push(b"\"");
         }
         line.push(b": hard limit ");
-        line.number(r.limit.get());
+        line.number(r.limit);
         line.push(b" bytes, ");
-        line.number(r.live.get());
+        line.number(r.live);
         line.push(b" bytes live, ");
-        line.number(r.charged.get());
-        line.push(b" charged (last refusal on this thread)\n");
-        true
-    });
-    if written == Ok(true) {
+        line.number(r.charged);
+        line.push(b" charged");
+        if others > 0 {
+            line.push(b" (and ");
+            line.number(others as u64);
+            line.push(b" smaller refusals on this thread just before the abort)");
+        }
+        line.push(b"\n");
         line.write_stderr();
     }
     // SA_RESETHAND restored the default action: abort() raises SIGABRT again and the process ends.

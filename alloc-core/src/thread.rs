@@ -138,6 +138,7 @@ struct Block {
     /// The limit epoch ([`budget::LIMIT_EPOCH`]) the credits were charged under. A limit change
     /// makes every thread hand its credit back before it spends any more.
     epoch: AtomicU64,
+
     /// How many entries of `dirty` are valid.
     dirty_len: AtomicUsize,
     /// Components whose record holds a pending delta or credit.
