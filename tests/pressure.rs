@@ -271,8 +271,6 @@ fn a_removed_callback_gets_no_more_events() {
 
 #[test]
 #[serial]
-#[ignore = "library bug: remove_callback returns true for an id no callback or task has \
-            (alloc-core/src/monitor.rs, remove_callback falls through to `true`)"]
 fn remove_callback_says_false_for_an_unknown_id() {
     setup();
     let id = memgov::on_pressure(|_| {});

@@ -16,8 +16,8 @@ use crate::budget::Scope;
 use crate::pressure::{self, Level, PressureEvent};
 use crate::registry::{self, ComponentId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,12 +26,12 @@ type Callback = Arc<dyn Fn(&PressureEvent) + Send + Sync>;
 struct Task {
     id: u64,
     interval: Duration,
-    due: Instant,
-    run: Box<dyn FnMut() + Send>,
+    due: Mutex<Instant>,
+    run: Mutex<Box<dyn FnMut() + Send>>,
 }
 
 static CALLBACKS: Mutex<Vec<(u64, Option<ComponentId>, Callback)>> = Mutex::new(Vec::new());
-static TASKS: Mutex<Vec<Task>> = Mutex::new(Vec::new());
+static TASKS: Mutex<Vec<Arc<Task>>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static INTERVAL_MICROS: AtomicU64 = AtomicU64::new(100_000);
 static START: Mutex<bool> = Mutex::new(false);
@@ -41,7 +41,6 @@ static CALLBACK_PANICS: AtomicU64 = AtomicU64::new(0);
 static TASK_RUNS: AtomicU64 = AtomicU64::new(0);
 static TASK_PANICS: AtomicU64 = AtomicU64::new(0);
 static SAMPLES: AtomicU64 = AtomicU64::new(0);
-static TASKS_PENDING_REMOVAL: AtomicUsize = AtomicUsize::new(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Callbacks and tasks run outside these locks, so a poisoned lock can only come from a panic
@@ -158,6 +157,13 @@ fn register(filter: Option<ComponentId>, f: Callback) -> u64 {
 }
 
 /// Removes a callback or periodic task by the id its registration returned; false if none had it.
+/// A task that is running right now finishes that run and is not run again.
+///
+/// ```
+/// let id = alloc_core::on_pressure(|_| {});
+/// assert!(alloc_core::remove_callback(id));
+/// assert!(!alloc_core::remove_callback(id));
+/// ```
 pub fn remove_callback(id: u64) -> bool {
     let mut callbacks = lock(&CALLBACKS);
     let before = callbacks.len();
@@ -169,15 +175,8 @@ pub fn remove_callback(id: u64) -> bool {
     let mut tasks = lock(&TASKS);
     let before = tasks.len();
     tasks.retain(|t| t.id != id);
-    if tasks.len() == before {
-        // The task may be running right now, outside the lock: remove it when it comes back.
-        TASKS_PENDING_REMOVAL.fetch_add(1, Relaxed);
-        REMOVED.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-    }
-    true
+    tasks.len() != before
 }
-
-static REMOVED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// Runs `task` on the monitor thread every `interval` (at the monitor's sampling granularity),
 /// for periodic maintenance such as expiring cache entries. Returns an id for
@@ -189,12 +188,12 @@ static REMOVED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 /// ```
 pub fn every(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
     let id = NEXT_ID.fetch_add(1, Relaxed);
-    lock(&TASKS).push(Task {
+    lock(&TASKS).push(Arc::new(Task {
         id,
         interval,
-        due: Instant::now() + interval,
-        run: Box::new(task),
-    });
+        due: Mutex::new(Instant::now() + interval),
+        run: Mutex::new(Box::new(task)),
+    }));
     start_monitor();
     pressure::wake_monitor();
     id
@@ -251,26 +250,21 @@ fn deliver(event: PressureEvent) {
 
 fn run_due_tasks() {
     let now = Instant::now();
-    let mut due: Vec<Task> = {
-        let mut tasks = lock(&TASKS);
-        let (ready, waiting): (Vec<Task>, Vec<Task>) = tasks.drain(..).partition(|t| t.due <= now);
-        *tasks = waiting;
-        ready
-    };
-    for task in &mut due {
+    // Run outside the list's lock, so tasks can register or remove tasks; a task removed meanwhile
+    // finishes its run and is gone from the list for the next round.
+    let due: Vec<Arc<Task>> = lock(&TASKS)
+        .iter()
+        .filter(|t| *lock(&t.due) <= now)
+        .cloned()
+        .collect();
+    for task in due {
         TASK_RUNS.fetch_add(1, Relaxed);
-        if catch_unwind(AssertUnwindSafe(&mut task.run)).is_err() {
+        let mut run = lock(&task.run);
+        if catch_unwind(AssertUnwindSafe(&mut *run)).is_err() {
             TASK_PANICS.fetch_add(1, Relaxed);
         }
-        task.due = Instant::now() + task.interval;
+        *lock(&task.due) = Instant::now() + task.interval;
     }
-    let removed: Vec<u64> = if TASKS_PENDING_REMOVAL.load(Relaxed) > 0 {
-        std::mem::take(&mut *REMOVED.lock().unwrap_or_else(|e| e.into_inner()))
-    } else {
-        Vec::new()
-    };
-    TASKS_PENDING_REMOVAL.fetch_sub(removed.len(), Relaxed);
-    lock(&TASKS).extend(due.into_iter().filter(|t| !removed.contains(&t.id)));
 }
 
 fn next_wake() -> Duration {
@@ -278,7 +272,7 @@ fn next_wake() -> Duration {
     let now = Instant::now();
     lock(&TASKS)
         .iter()
-        .map(|t| t.due.saturating_duration_since(now))
+        .map(|t| lock(&t.due).saturating_duration_since(now))
         .min()
         .map_or(interval, |d| d.min(interval))
 }
