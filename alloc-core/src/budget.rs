@@ -395,6 +395,7 @@ pub(crate) fn store_process(limits: Limits) -> Result<(), LimitError> {
 
 /// The process-wide limits.
 pub fn process_limits() -> Limits {
+    crate::config::ensure_init();
     process_entity().limits()
 }
 
@@ -429,6 +430,7 @@ pub(crate) fn store_component(component: ComponentId, limits: Limits) -> Result<
 
 /// The limits of the component called `name` (none if it was never registered).
 pub fn budget(name: &str) -> Limits {
+    crate::config::ensure_init();
     registry::lookup_component(name).map_or(Limits::NONE, |c| component_entity(c.0).limits())
 }
 
@@ -455,6 +457,7 @@ pub struct BudgetStats {
 
 /// How the budget of `scope` stands.
 pub fn budget_stats(scope: Scope) -> BudgetStats {
+    crate::config::ensure_init();
     let e = scope.entity();
     BudgetStats {
         scope,

@@ -15,10 +15,11 @@
 //! ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
 //!
 //! Every malformed variable is reported with its name, its value and what was expected, and
-//! nothing from it is applied; the others still are. [`init`] returns the errors; the first use of
-//! memgov's API (entering a scope, setting a limit, registering a callback, reading figures) reads
-//! the variables too and prints each error once to stderr. Limits set in code after that replace
-//! those from the environment.
+//! nothing from it is applied; the others still are (a soft limit above the hard one is reported
+//! against `MEMGOV_SOFT_LIMIT`, and the hard limit alone is applied). [`init`] returns the errors;
+//! the first use of memgov's API (entering a scope, setting or reading a limit or a pressure
+//! level, registering a callback, reading figures) reads the variables too and prints each error
+//! once to stderr. Limits set in code after that replace those from the environment.
 
 use crate::budget::{self, Limits};
 use crate::monitor;
@@ -442,7 +443,8 @@ pub(crate) fn ensure_init() {
 
 fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
-    let mut process = budget::process_limits();
+    // Not `process_limits()`: that would read the environment, which is what this is doing.
+    let mut process = budget::process_entity().limits();
     let mut process_changed = false;
     for var in VARIABLES {
         let Some(raw) = std::env::var_os(var) else {
@@ -491,16 +493,17 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
     }
     if process_changed {
         if let Err(e) = budget::store_process(process) {
-            let var = if process.soft.is_some() {
-                "MEMGOV_SOFT_LIMIT"
-            } else {
-                "MEMGOV_LIMIT"
-            };
-            let value = std::env::var(var).unwrap_or_default();
+            // Only a soft limit above the hard one can be refused here (each size was checked
+            // when parsed): report the soft limit and apply the hard one alone.
+            let value = std::env::var("MEMGOV_SOFT_LIMIT").unwrap_or_default();
             errors.push(ConfigError {
-                var,
+                var: "MEMGOV_SOFT_LIMIT",
                 value,
                 expected: e.to_string(),
+            });
+            let _ = budget::store_process(Limits {
+                hard: process.hard,
+                soft: None,
             });
         }
     }

@@ -97,6 +97,7 @@ pub fn set_monitor_interval(interval: Duration) {
 
 /// The monitor's sampling interval.
 pub fn monitor_interval() -> Duration {
+    crate::config::ensure_init();
     Duration::from_micros(INTERVAL_MICROS.load(Relaxed))
 }
 

@@ -133,6 +133,7 @@ pub fn set_thresholds(t: Thresholds) -> Result<(), ThresholdError> {
 
 /// The pressure thresholds in force.
 pub fn thresholds() -> Thresholds {
+    crate::config::ensure_init();
     let f = |a: &AtomicU32| f64::from(a.load(Relaxed)) / 1e6;
     Thresholds {
         recovery: f(&RECOVERY),
@@ -232,11 +233,13 @@ pub(crate) fn scopes() -> impl Iterator<Item = Scope> {
 /// assert_eq!(alloc_core::pressure(), alloc_core::Level::Normal);
 /// ```
 pub fn pressure() -> Level {
+    crate::config::ensure_init();
     Level::from_u8(budget::process_entity().level.load(Relaxed))
 }
 
 /// The pressure level of the component called `name` (Normal if it has no budget).
 pub fn component_pressure(name: &str) -> Level {
+    crate::config::ensure_init();
     crate::registry::lookup_component(name).map_or(Level::Normal, |c| {
         Level::from_u8(budget::component_entity(c.0).level.load(Relaxed))
     })

@@ -166,6 +166,7 @@ impl ComponentId {
 /// assert!(alloc_core::component_stats("no-such-component").is_none());
 /// ```
 pub fn component_stats(name: &str) -> Option<ComponentStats> {
+    crate::config::ensure_init();
     registry::lookup_component(name).map(ComponentId::stats)
 }
 
@@ -184,6 +185,7 @@ pub(crate) fn global_live_bytes() -> u64 {
 /// assert!(g.components >= 2);
 /// ```
 pub fn global_stats() -> GlobalStats {
+    crate::config::ensure_init();
     let (_, d) = counters::consistent(|| merge(counters::global().load(), thread::pending(None)));
     let (threads, thread_blocks) = thread::block_counts();
     GlobalStats {
