@@ -8,6 +8,10 @@
 //! The grammar of each variable is covered by the unit tests in `alloc-core/src/config.rs`.
 //! `harness = false`: the parent sets a fresh environment per child and reads its stderr.
 
+#[path = "support/cases.rs"]
+mod cases;
+use cases::Case;
+
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
@@ -235,12 +239,6 @@ fn without_init_reading_limits_first_applies_the_environment() -> Result<(), Str
     expect_silent(&stderr)
 }
 
-type Case = (
-    &'static str,
-    fn() -> Result<(), String>,
-    Option<&'static str>,
-);
-
 const CASES: [Case; 5] = [
     (
         "good_values_are_applied_by_init",
@@ -273,35 +271,5 @@ fn main() {
     if let Ok(case) = std::env::var(CASE_VAR) {
         child(&case);
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let only_ignored = args.iter().any(|a| a == "--ignored");
-    let include_ignored = only_ignored || args.iter().any(|a| a == "--include-ignored");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
-    for (name, check, known_bug) in CASES {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        if (known_bug.is_some() && !include_ignored) || (known_bug.is_none() && only_ignored) {
-            if let Some(bug) = known_bug {
-                println!("test {name} ... ignored, {bug}");
-                ignored += 1;
-            }
-            continue;
-        }
-        match check() {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(why) => {
-                println!("test {name} ... FAILED\n{why}");
-                failed += 1;
-            }
-        }
-    }
-    println!("env_config: {passed} passed, {failed} failed, {ignored} ignored");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    cases::run("env_config", &CASES);
 }
