@@ -8,8 +8,18 @@
 //! * [`usable_size`], jemalloc's size-class rounding computed without calling into jemalloc, which
 //!   memgov uses to put its component tag in the slack at the end of a block.
 //!
-//! Typed `mallctl` access (statistics, purge, decay, background threads) arrives with the
-//! jemalloc-control work and will live here too.
+//! * typed `mallctl` controls ([`set_decay`], [`purge_all`], [`set_background_threads`], ...),
+//!   statistics ([`stats`]) and compaction ([`compact`]). Only the `raw` module calls `mallctl`.
+//!
+//! # Configuring jemalloc at startup
+//! jemalloc reads its options once, when it starts: from the `_RJEM_MALLOC_CONF` environment
+//! variable (tikv-jemalloc-sys prefixes jemalloc's symbols, so it is not `MALLOC_CONF`), and from
+//! a `_rjem_malloc_conf` symbol a program may define. For example
+//! `_RJEM_MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true,narenas:4`.
+//! memgov's runtime settings (`MEMGOV_DECAY`, `MEMGOV_BACKGROUND_THREADS`, the soft-limit responder,
+//! and the functions here) are applied after startup and override those options for every arena
+//! that exists then and every arena created later; options memgov does not touch (`narenas`,
+//! `tcache_max`, ...) keep their startup values.
 //!
 //! ```
 //! use std::alloc::{GlobalAlloc, Layout};
@@ -23,9 +33,22 @@
 //! assert_eq!(alloc_jemalloc::usable_size(100, 8), 112);
 //! ```
 
+mod ctl;
+mod error;
+pub mod raw;
 mod size_class;
+mod stats;
 
+pub use ctl::{
+    arena_count, arena_decay, arena_initialized, background_threads, decay, decay_all,
+    default_dirty_decay_ms, default_muzzy_decay_ms, flush_thread_cache, max_background_threads,
+    page_size, purge_all, set_background_threads, set_decay, set_default_dirty_decay_ms,
+    set_default_muzzy_decay_ms, set_max_background_threads, startup_dirty_decay_ms,
+    startup_muzzy_decay_ms, Decay, ARENAS_ALL,
+};
+pub use error::CtlError;
 pub use size_class::{slack, usable_size, QUANTUM, SMALL_SLACK, SMALL_SLACK_LIMIT};
+pub use stats::{compact, refresh, stats, stats_read, ArenaPages, CompactReport, JemallocStats};
 
 use std::alloc::{GlobalAlloc, Layout};
 

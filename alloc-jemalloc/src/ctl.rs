@@ -1,0 +1,252 @@
+//! Typed jemalloc controls: decay times, purges, background threads, the thread cache.
+
+use crate::error::CtlError;
+use crate::raw;
+
+/// `MALLCTL_ARENAS_ALL`: the pseudo-arena index that means every arena.
+pub const ARENAS_ALL: u32 = 4096;
+
+macro_rules! control {
+    ($(#[$doc:meta])* get $get:ident, $name:literal, $t:ty) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`CtlError`] when jemalloc refuses the read.
+        pub fn $get() -> Result<$t, CtlError> {
+            // SAFETY: jemalloc documents this control with this type.
+            unsafe { raw::read::<$t>($name) }
+        }
+    };
+    ($(#[$doc:meta])* get $get:ident, set $set:ident, $name:literal, $t:ty) => {
+        control!($(#[$doc])* get $get, $name, $t);
+
+        #[doc = concat!("Sets `", $name, "`.")]
+        ///
+        /// # Errors
+        /// [`CtlError`] when jemalloc refuses the value.
+        pub fn $set(value: $t) -> Result<(), CtlError> {
+            // SAFETY: jemalloc documents this control with this type.
+            unsafe { raw::write::<$t>($name, value) }
+        }
+    };
+}
+
+control!(
+    /// Whether jemalloc's background purging threads are on (`background_thread`).
+    get background_threads, set set_background_threads, "background_thread", bool
+);
+control!(
+    /// The most background threads jemalloc may run (`max_background_threads`).
+    get max_background_threads, set set_max_background_threads, "max_background_threads", usize
+);
+control!(
+    /// The dirty decay time, in ms, that arenas created from now on get (`arenas.dirty_decay_ms`).
+    get default_dirty_decay_ms, set set_default_dirty_decay_ms, "arenas.dirty_decay_ms", isize
+);
+control!(
+    /// The muzzy decay time, in ms, that arenas created from now on get (`arenas.muzzy_decay_ms`).
+    get default_muzzy_decay_ms, set set_default_muzzy_decay_ms, "arenas.muzzy_decay_ms", isize
+);
+control!(
+    /// The dirty decay time jemalloc was started with (`opt.dirty_decay_ms`).
+    get startup_dirty_decay_ms, "opt.dirty_decay_ms", isize
+);
+control!(
+    /// The muzzy decay time jemalloc was started with (`opt.muzzy_decay_ms`).
+    get startup_muzzy_decay_ms, "opt.muzzy_decay_ms", isize
+);
+control!(
+    /// How many arena slots there are (`arenas.narenas`); some may not be initialised yet.
+    get arena_count, "arenas.narenas", u32
+);
+control!(
+    /// jemalloc's page size (`arenas.page`).
+    get page_size, "arenas.page", usize
+);
+
+/// Decay times: how long jemalloc keeps freed pages before returning them to the system, in
+/// milliseconds. `-1` means never, `0` means at once.
+///
+/// ```
+/// let d = alloc_jemalloc::decay().unwrap();
+/// assert!(d.dirty_ms >= -1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decay {
+    /// Dirty pages (freed, still holding data) become muzzy or are purged after this long.
+    pub dirty_ms: isize,
+    /// Muzzy pages (advised away lazily) are purged after this long.
+    pub muzzy_ms: isize,
+}
+
+/// Whether arena `i` exists (`arena.<i>.initialized`).
+///
+/// # Errors
+/// [`CtlError`] for an index beyond `arenas.narenas`.
+pub fn arena_initialized(i: u32) -> Result<bool, CtlError> {
+    // SAFETY: `arena.<i>.initialized` is a bool.
+    unsafe { raw::read::<bool>(&format!("arena.{i}.initialized")) }
+}
+
+/// The decay times of arena 0 (every process has it).
+///
+/// # Errors
+/// [`CtlError`] when jemalloc refuses the read.
+pub fn decay() -> Result<Decay, CtlError> {
+    arena_decay(0)
+}
+
+/// The decay times of arena `i`.
+///
+/// # Errors
+/// [`CtlError`] when the arena does not exist or is not initialised.
+pub fn arena_decay(i: u32) -> Result<Decay, CtlError> {
+    // SAFETY: both controls are ssize_t.
+    unsafe {
+        Ok(Decay {
+            dirty_ms: raw::read::<isize>(&format!("arena.{i}.dirty_decay_ms"))?,
+            muzzy_ms: raw::read::<isize>(&format!("arena.{i}.muzzy_decay_ms"))?,
+        })
+    }
+}
+
+/// Sets the decay times of every existing arena and of arenas created later; returns how many
+/// existing arenas were updated. (`arenas.*_decay_ms` alone only affects arenas created later.)
+///
+/// # Errors
+/// [`CtlError`] when jemalloc refuses a value (below -1, say). Arenas that are not initialised are
+/// skipped.
+///
+/// ```
+/// let before = alloc_jemalloc::decay().unwrap();
+/// alloc_jemalloc::set_decay(alloc_jemalloc::Decay { dirty_ms: 1000, muzzy_ms: 0 }).unwrap();
+/// assert_eq!(alloc_jemalloc::decay().unwrap().dirty_ms, 1000);
+/// alloc_jemalloc::set_decay(before).unwrap();
+/// ```
+pub fn set_decay(d: Decay) -> Result<usize, CtlError> {
+    set_default_dirty_decay_ms(d.dirty_ms)?;
+    set_default_muzzy_decay_ms(d.muzzy_ms)?;
+    let mut updated = 0;
+    for i in 0..arena_count()? {
+        if !arena_initialized(i).unwrap_or(false) {
+            continue;
+        }
+        // SAFETY: both controls are ssize_t.
+        unsafe {
+            raw::write::<isize>(&format!("arena.{i}.dirty_decay_ms"), d.dirty_ms)?;
+            raw::write::<isize>(&format!("arena.{i}.muzzy_decay_ms"), d.muzzy_ms)?;
+        }
+        updated += 1;
+    }
+    Ok(updated)
+}
+
+/// Returns every arena's unused dirty and muzzy pages to the system now (`arena.<all>.purge`).
+///
+/// # Errors
+/// [`CtlError`] when jemalloc refuses.
+pub fn purge_all() -> Result<(), CtlError> {
+    raw::call(&format!("arena.{ARENAS_ALL}.purge"))
+}
+
+/// Purges what every arena's decay times say is due now (`arena.<all>.decay`).
+///
+/// # Errors
+/// [`CtlError`] when jemalloc refuses.
+pub fn decay_all() -> Result<(), CtlError> {
+    raw::call(&format!("arena.{ARENAS_ALL}.decay"))
+}
+
+/// Returns the calling thread's cached blocks to their arenas (`thread.tcache.flush`).
+///
+/// # Errors
+/// [`CtlError`] when jemalloc refuses (no thread cache).
+pub fn flush_thread_cache() -> Result<(), CtlError> {
+    raw::call("thread.tcache.flush")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serial_test::serial;
+
+    #[test]
+    #[serial]
+    fn background_threads_round_trip() {
+        let before = background_threads().unwrap();
+        set_background_threads(true).unwrap();
+        assert!(background_threads().unwrap());
+        set_background_threads(false).unwrap();
+        assert!(!background_threads().unwrap());
+        set_background_threads(before).unwrap();
+        let max = max_background_threads().unwrap();
+        set_max_background_threads(max).unwrap();
+        assert_eq!(max_background_threads().unwrap(), max);
+    }
+
+    #[test]
+    #[serial]
+    fn default_decay_round_trips() {
+        let (dirty, muzzy) = (
+            default_dirty_decay_ms().unwrap(),
+            default_muzzy_decay_ms().unwrap(),
+        );
+        set_default_dirty_decay_ms(1234).unwrap();
+        set_default_muzzy_decay_ms(-1).unwrap();
+        assert_eq!(
+            (
+                default_dirty_decay_ms().unwrap(),
+                default_muzzy_decay_ms().unwrap()
+            ),
+            (1234, -1)
+        );
+        set_default_dirty_decay_ms(dirty).unwrap();
+        set_default_muzzy_decay_ms(muzzy).unwrap();
+        assert!(set_default_dirty_decay_ms(-2).is_err());
+    }
+
+    #[test]
+    #[serial]
+    fn decay_of_every_arena_round_trips() {
+        let before = decay().unwrap();
+        let updated = set_decay(Decay {
+            dirty_ms: 250,
+            muzzy_ms: 50,
+        })
+        .unwrap();
+        assert!(updated >= 1);
+        for i in 0..arena_count().unwrap() {
+            if arena_initialized(i).unwrap() {
+                assert_eq!(
+                    arena_decay(i).unwrap(),
+                    Decay {
+                        dirty_ms: 250,
+                        muzzy_ms: 50
+                    },
+                    "arena {i}"
+                );
+            }
+        }
+        set_decay(before).unwrap();
+        assert_eq!(decay().unwrap(), before);
+    }
+
+    #[test]
+    #[serial]
+    fn void_controls_succeed() {
+        purge_all().unwrap();
+        decay_all().unwrap();
+        // The test thread allocates through jemalloc only if the test binary uses it; either way
+        // a flush is accepted.
+        flush_thread_cache().unwrap();
+    }
+
+    #[test]
+    fn read_only_controls_read() {
+        assert!(startup_dirty_decay_ms().unwrap() >= -1);
+        assert!(startup_muzzy_decay_ms().unwrap() >= -1);
+        assert!(page_size().unwrap() >= 4096);
+        assert!(arena_count().unwrap() >= 1);
+        assert!(arena_initialized(0).unwrap());
+    }
+}
