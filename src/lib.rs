@@ -9,3 +9,28 @@ pub use alloc_jemalloc::Jemalloc;
 /// Statistics beyond the core figures: histograms, snapshots for tests, leak detection and
 /// exporters (in progress; see the `alloc-stats` crate).
 pub use alloc_stats as stats;
+
+/// jemalloc's levers: statistics, purges, decay, background threads, compaction, and the
+/// soft-limit responder that pulls them automatically (the `jemalloc` feature).
+///
+/// ```
+/// let before = memgov::jemalloc::stats().unwrap();
+/// let report = memgov::jemalloc::compact().unwrap();
+/// println!("fragmentation {:.2}, compaction gave back {} bytes in {:?}",
+///     before.fragmentation(), report.reclaimed(), report.took);
+/// ```
+#[cfg(feature = "jemalloc")]
+pub mod jemalloc {
+    pub use alloc_core::{
+        responder_stats, start_responder, stop_responder, PressureSource, ResponderPolicy,
+        ResponderStats,
+    };
+    pub use alloc_jemalloc::{
+        arena_count, arena_decay, arena_initialized, background_threads, compact, decay, decay_all,
+        default_dirty_decay_ms, default_muzzy_decay_ms, flush_thread_cache, max_background_threads,
+        page_size, purge_all, refresh, set_background_threads, set_decay,
+        set_default_dirty_decay_ms, set_default_muzzy_decay_ms, set_max_background_threads,
+        startup_dirty_decay_ms, startup_muzzy_decay_ms, stats, stats_read, ArenaPages,
+        CompactReport, CtlError, Decay, JemallocStats, ARENAS_ALL,
+    };
+}

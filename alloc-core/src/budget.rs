@@ -390,6 +390,8 @@ pub fn set_process_limits(limits: Limits) -> Result<(), LimitError> {
 pub(crate) fn store_process(limits: Limits) -> Result<(), LimitError> {
     store(process_entity(), limits)?;
     pressure::evaluate(Scope::Process);
+    #[cfg(feature = "jemalloc")]
+    crate::responder::auto_start();
     Ok(())
 }
 

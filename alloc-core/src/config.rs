@@ -7,6 +7,8 @@
 //! | `MEMGOV_BUDGETS` | comma-separated `name=HARD`, `name=HARD/SOFT` or `name=/SOFT` | `pages=512MiB/400MiB,templates=64MiB` |
 //! | `MEMGOV_THRESHOLDS` | recovery, warning, critical, as fractions or percentages | `70%,85%,95%` |
 //! | `MEMGOV_MONITOR_INTERVAL` | the monitor's sampling interval: `us`, `ms` or `s` | `100ms` |
+//! | `MEMGOV_DECAY` | jemalloc decay: `auto` (the soft-limit responder, the default), `off` (leave jemalloc alone), or a fixed time for every arena: `<n>ms`, `<n>s`, `never` | `auto`, `2000ms` |
+//! | `MEMGOV_BACKGROUND_THREADS` | jemalloc's background purging threads: `on` or `off` | `on` |
 //!
 //! A size is a number (decimals allowed) and an optional unit: `B`, `KiB`, `MiB`, `GiB`, `TiB`
 //! (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), any case; or a percentage (above 0,
@@ -351,6 +353,65 @@ pub fn parse_interval(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// What `MEMGOV_DECAY` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecaySetting {
+    /// Start the soft-limit responder when a process soft limit is set (the default).
+    Auto,
+    /// Never touch jemalloc's decay.
+    Off,
+    /// This decay time, in milliseconds, for dirty and muzzy pages of every arena (`-1` = never);
+    /// no responder.
+    Fixed(isize),
+}
+
+/// Parses `MEMGOV_DECAY`: `auto`, `off`, `never`, or a whole number of `ms` or `s`.
+///
+/// # Errors
+/// What was expected and what was wrong.
+///
+/// ```
+/// use alloc_core::{parse_decay, DecaySetting};
+/// assert_eq!(parse_decay("auto"), Ok(DecaySetting::Auto));
+/// assert_eq!(parse_decay("2s"), Ok(DecaySetting::Fixed(2000)));
+/// assert!(parse_decay("fast").is_err());
+/// ```
+pub fn parse_decay(value: &str) -> Result<DecaySetting, String> {
+    const FORM: &str = "auto, off, never, or a decay time such as 0ms, 500ms or 10s";
+    let v = value.trim();
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => return Ok(DecaySetting::Auto),
+        "off" => return Ok(DecaySetting::Off),
+        "never" => return Ok(DecaySetting::Fixed(-1)),
+        _ => {}
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = (&v[..split], v[split..].trim());
+    let n: isize = number
+        .parse()
+        .map_err(|_| format!("{FORM} ({v:?} is none of these)"))?;
+    match unit {
+        "ms" => Ok(DecaySetting::Fixed(n)),
+        "s" => n
+            .checked_mul(1000)
+            .map(DecaySetting::Fixed)
+            .ok_or_else(|| format!("{FORM} (too large)")),
+        _ => Err(format!("{FORM} (unknown unit {unit:?})")),
+    }
+}
+
+/// Parses `MEMGOV_BACKGROUND_THREADS`: `on`/`off` (also `true`/`false`, `1`/`0`).
+///
+/// # Errors
+/// What was expected and what was wrong.
+pub fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err("on or off".to_string()),
+    }
+}
+
 /// What one variable sets.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -365,16 +426,31 @@ pub enum Setting {
     Thresholds(Thresholds),
     /// `MEMGOV_MONITOR_INTERVAL`.
     MonitorInterval(Duration),
+    /// `MEMGOV_DECAY`.
+    Decay(DecaySetting),
+    /// `MEMGOV_BACKGROUND_THREADS`.
+    BackgroundThreads(bool),
 }
 
 /// The variables memgov reads.
-pub const VARIABLES: [&str; 5] = [
+pub const VARIABLES: [&str; 7] = [
     "MEMGOV_LIMIT",
     "MEMGOV_SOFT_LIMIT",
     "MEMGOV_BUDGETS",
     "MEMGOV_THRESHOLDS",
     "MEMGOV_MONITOR_INTERVAL",
+    "MEMGOV_DECAY",
+    "MEMGOV_BACKGROUND_THREADS",
 ];
+
+/// Wraps what a jemalloc-only variable expects, for builds without jemalloc.
+fn jemalloc_only<T>(parsed: Result<T, String>) -> Result<T, String> {
+    if cfg!(feature = "jemalloc") {
+        parsed
+    } else {
+        Err("nothing: this build's inner allocator is not jemalloc".to_string())
+    }
+}
 
 /// Parses one variable's value with the system's memory as the base of percentages.
 ///
@@ -400,6 +476,10 @@ pub fn parse_with(
         "MEMGOV_BUDGETS" => parse_budgets(value, available).map(Setting::Budgets),
         "MEMGOV_THRESHOLDS" => parse_thresholds(value).map(Setting::Thresholds),
         "MEMGOV_MONITOR_INTERVAL" => parse_interval(value).map(Setting::MonitorInterval),
+        "MEMGOV_DECAY" => jemalloc_only(parse_decay(value)).map(Setting::Decay),
+        "MEMGOV_BACKGROUND_THREADS" => {
+            jemalloc_only(parse_switch(value)).map(Setting::BackgroundThreads)
+        }
         _ => Err(format!("one of {}", VARIABLES.join(", "))),
     };
     setting.map_err(|expected| ConfigError {
@@ -439,6 +519,40 @@ pub(crate) fn ensure_init() {
             eprintln!("memgov: ignoring {e}");
         }
     }
+}
+
+#[cfg(feature = "jemalloc")]
+fn apply_decay(d: DecaySetting) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    match d {
+        DecaySetting::Auto => crate::responder::AUTO_START_DISABLED.store(false, Relaxed),
+        DecaySetting::Off => crate::responder::AUTO_START_DISABLED.store(true, Relaxed),
+        DecaySetting::Fixed(ms) => {
+            crate::responder::AUTO_START_DISABLED.store(true, Relaxed);
+            alloc_jemalloc::set_decay(alloc_jemalloc::Decay {
+                dirty_ms: ms,
+                muzzy_ms: ms,
+            })
+            .map_err(|e| format!("a decay jemalloc accepts ({e})"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn apply_decay(_: DecaySetting) -> Result<(), String> {
+    Ok(())
+}
+
+#[cfg(feature = "jemalloc")]
+fn apply_background_threads(on: bool) -> Result<(), String> {
+    alloc_jemalloc::set_background_threads(on)
+        .map_err(|e| format!("a setting jemalloc accepts ({e})"))
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn apply_background_threads(_: bool) -> Result<(), String> {
+    Ok(())
 }
 
 fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
@@ -488,6 +602,24 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
                 let _ = pressure::set_thresholds(t);
             }
             Ok(Setting::MonitorInterval(d)) => monitor::set_monitor_interval(d),
+            Ok(Setting::Decay(d)) => {
+                if let Err(expected) = apply_decay(d) {
+                    errors.push(ConfigError {
+                        var,
+                        value: value.to_string(),
+                        expected,
+                    });
+                }
+            }
+            Ok(Setting::BackgroundThreads(on)) => {
+                if let Err(expected) = apply_background_threads(on) {
+                    errors.push(ConfigError {
+                        var,
+                        value: value.to_string(),
+                        expected,
+                    });
+                }
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -643,6 +775,35 @@ mod tests {
         assert_eq!(parse_interval("1500us"), Ok(Duration::from_micros(1500)));
         for bad in ["", "100", "10 minutes", "500us", "-1ms", "1.5s"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decay_and_switch_grammar() {
+        assert_eq!(parse_decay(" OFF "), Ok(DecaySetting::Off));
+        assert_eq!(parse_decay("never"), Ok(DecaySetting::Fixed(-1)));
+        assert_eq!(parse_decay("0ms"), Ok(DecaySetting::Fixed(0)));
+        assert_eq!(parse_decay("1500ms"), Ok(DecaySetting::Fixed(1500)));
+        for bad in [
+            "",
+            "fast",
+            "10",
+            "-5ms",
+            "1.5s",
+            "10 minutes",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_decay(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_switch("On"), Ok(true));
+        assert_eq!(parse_switch("0"), Ok(false));
+        for bad in ["", "yes please", "2"] {
+            assert!(parse_switch(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_with("MEMGOV_DECAY", "fast", &mem).unwrap_err();
+        assert_eq!(e.var, "MEMGOV_DECAY");
+        if cfg!(feature = "jemalloc") {
+            assert!(e.expected.starts_with("auto, off, never"), "{e}");
         }
     }
 

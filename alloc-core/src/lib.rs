@@ -39,6 +39,8 @@ mod monitor;
 mod pressure;
 mod registry;
 mod reservation;
+#[cfg(feature = "jemalloc")]
+mod responder;
 mod scope;
 mod stats;
 mod tag;
@@ -49,8 +51,9 @@ pub use budget::{
     BudgetExceeded, BudgetStats, LimitError, Limits, Scope, CREDIT_CHUNK, MAX_CREDIT, NEAR_LIMIT,
 };
 pub use config::{
-    init, parse_budgets, parse_env_var, parse_interval, parse_size, parse_thresholds, parse_with,
-    ConfigError, ConfigErrors, MemorySource, Setting, VARIABLES,
+    init, parse_budgets, parse_decay, parse_env_var, parse_interval, parse_size, parse_switch,
+    parse_thresholds, parse_with, ConfigError, ConfigErrors, DecaySetting, MemorySource, Setting,
+    VARIABLES,
 };
 pub use global::{DefaultInner, Governor};
 pub use monitor::{
@@ -67,6 +70,11 @@ pub use registry::{
     NameError, CAPACITY, MAX_NAME_LEN,
 };
 pub use reservation::{reserve, reserve_in, try_with_budget, Reservation};
+#[cfg(feature = "jemalloc")]
+pub use responder::{
+    responder_stats, start_responder, stop_responder, PressureSource, ResponderPolicy,
+    ResponderStats,
+};
 pub use scope::{
     component_scope, current_component, scope_depth, scoped, try_component_scope, try_enter,
     InComponent, ScopeError, ScopeGuard, Scoped,

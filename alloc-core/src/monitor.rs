@@ -112,6 +112,11 @@ pub fn monitor_interval() -> Duration {
 /// ```
 pub fn start_monitor() {
     crate::config::ensure_init();
+    start_monitor_thread();
+}
+
+/// [`start_monitor`] without reading the environment first (the environment reader may start it).
+pub(crate) fn start_monitor_thread() {
     let mut started = lock(&START);
     if *started {
         return;
@@ -188,6 +193,12 @@ pub fn remove_callback(id: u64) -> bool {
 /// alloc_core::remove_callback(id);
 /// ```
 pub fn every(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
+    crate::config::ensure_init();
+    every_internal(interval, task)
+}
+
+/// [`every`] without reading the environment first.
+pub(crate) fn every_internal(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
     let id = NEXT_ID.fetch_add(1, Relaxed);
     lock(&TASKS).push(Arc::new(Task {
         id,
@@ -195,7 +206,7 @@ pub fn every(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
         due: Mutex::new(Instant::now() + interval),
         run: Mutex::new(Box::new(task)),
     }));
-    start_monitor();
+    start_monitor_thread();
     pressure::wake_monitor();
     id
 }

@@ -143,7 +143,7 @@ pub fn thresholds() -> Thresholds {
 }
 
 /// The level a budget at `current` moves to with `charged` bytes against a base of `base`.
-fn next_level(current: Level, charged: u64, base: u64) -> Level {
+pub(crate) fn next_level(current: Level, charged: u64, base: u64) -> Level {
     let at = |a: &AtomicU32| (u128::from(base) * u128::from(a.load(Relaxed)) / 1_000_000) as u64;
     let (recovery, warning, critical) = (at(&RECOVERY), at(&WARNING), at(&CRITICAL));
     match current {
