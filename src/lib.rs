@@ -25,6 +25,8 @@ pub mod jemalloc {
         responder_stats, start_responder, stop_responder, PressureSource, ResponderPolicy,
         ResponderStats,
     };
+    /// Untyped `mallctl` access, for controls the typed functions do not cover.
+    pub use alloc_jemalloc::raw;
     pub use alloc_jemalloc::{
         arena_count, arena_decay, arena_initialized, background_threads, compact, decay, decay_all,
         default_dirty_decay_ms, default_muzzy_decay_ms, flush_thread_cache, max_background_threads,

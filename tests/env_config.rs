@@ -130,8 +130,53 @@ fn child_lazy_read() {
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
 }
 
+/// `MEMGOV_DECAY=fast` and `MEMGOV_BACKGROUND_THREADS=maybe`: both reported, and jemalloc's decay
+/// and background threads are left as they were.
+#[cfg(feature = "jemalloc")]
+fn child_bad_jemalloc_values() {
+    let decay = memgov::jemalloc::decay().unwrap();
+    let background = memgov::jemalloc::background_threads().unwrap();
+    let errors = memgov::init().expect_err("two variables are malformed").0;
+    let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
+    assert_eq!(
+        vars,
+        ["MEMGOV_DECAY", "MEMGOV_BACKGROUND_THREADS"],
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].value, "fast");
+    assert!(
+        errors[0].expected.starts_with("auto, off, never"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[1].value, "maybe");
+    assert_eq!(errors[1].expected, "on or off");
+    assert_eq!(memgov::jemalloc::decay().unwrap(), decay);
+    assert_eq!(memgov::jemalloc::background_threads().unwrap(), background);
+}
+
+/// `MEMGOV_DECAY=250ms` and `MEMGOV_BACKGROUND_THREADS=on` are applied to every arena.
+#[cfg(feature = "jemalloc")]
+fn child_good_jemalloc_values() {
+    assert_eq!(memgov::init(), Ok(()));
+    let want = memgov::jemalloc::Decay {
+        dirty_ms: 250,
+        muzzy_ms: 250,
+    };
+    assert_eq!(memgov::jemalloc::decay().unwrap(), want);
+    assert_eq!(memgov::jemalloc::default_dirty_decay_ms().unwrap(), 250);
+    assert!(memgov::jemalloc::background_threads().unwrap());
+    // A fixed decay means no responder, even with a soft limit.
+    memgov::set_process_limits(Limits::soft(GIB)).unwrap();
+    assert!(!memgov::jemalloc::responder_stats().running);
+}
+
 fn child(case: &str) -> ! {
     match case {
+        #[cfg(feature = "jemalloc")]
+        "bad-jemalloc" => child_bad_jemalloc_values(),
+        #[cfg(feature = "jemalloc")]
+        "good-jemalloc" => child_good_jemalloc_values(),
         "good" => child_good_values(),
         "bad" => child_bad_values(),
         "soft-above-hard" => child_soft_above_hard(),
@@ -239,7 +284,32 @@ fn without_init_reading_limits_first_applies_the_environment() -> Result<(), Str
     expect_silent(&stderr)
 }
 
-const CASES: [Case; 5] = [
+fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
+    if cfg!(feature = "jemalloc") {
+        run_child(
+            "good-jemalloc",
+            &[
+                ("MEMGOV_DECAY", "250ms"),
+                ("MEMGOV_BACKGROUND_THREADS", "on"),
+            ],
+        )?;
+        run_child(
+            "bad-jemalloc",
+            &[
+                ("MEMGOV_DECAY", "fast"),
+                ("MEMGOV_BACKGROUND_THREADS", "maybe"),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+const CASES: [Case; 6] = [
+    (
+        "jemalloc_variables_are_applied_or_reported",
+        jemalloc_variables_are_applied_or_reported,
+        None,
+    ),
     (
         "good_values_are_applied_by_init",
         good_values_are_applied_by_init,
