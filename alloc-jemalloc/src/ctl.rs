@@ -40,6 +40,11 @@ control!(
     get max_background_threads, set set_max_background_threads, "max_background_threads", usize
 );
 control!(
+    /// How many background threads run now (`stats.background_thread.num_threads`; refreshed by
+    /// [`refresh`](crate::refresh)).
+    get running_background_threads, "stats.background_thread.num_threads", usize
+);
+control!(
     /// The dirty decay time, in ms, that arenas created from now on get (`arenas.dirty_decay_ms`).
     get default_dirty_decay_ms, set set_default_dirty_decay_ms, "arenas.dirty_decay_ms", isize
 );
@@ -176,6 +181,8 @@ mod tests {
         let before = background_threads().unwrap();
         set_background_threads(true).unwrap();
         assert!(background_threads().unwrap());
+        crate::refresh().unwrap();
+        assert!(running_background_threads().unwrap() >= 1);
         set_background_threads(false).unwrap();
         assert!(!background_threads().unwrap());
         set_background_threads(before).unwrap();
