@@ -6,9 +6,10 @@ pub use alloc_core::*;
 #[cfg(feature = "jemalloc")]
 pub use alloc_jemalloc::Jemalloc;
 
-/// Statistics beyond the core figures: histograms, snapshots for tests, leak detection and
-/// exporters (in progress; see the `alloc-stats` crate).
+/// Statistics beyond the core figures: snapshots and diffs for tests, assertion macros, and the
+/// table, JSON and Prometheus exporters (the `alloc-stats` crate).
 pub use alloc_stats as stats;
+pub use alloc_stats::{assert_allocations, assert_max_live, assert_no_leaks};
 
 /// jemalloc's levers: statistics, purges, decay, background threads, compaction, and the
 /// soft-limit responder that pulls them automatically (the `jemalloc` feature).

@@ -1,27 +1,32 @@
-//! Statistics for memgov: the home of allocation-size histograms, snapshot diffs for tests, leak
-//! detection and exporters.
+//! Statistics for memgov beyond the core figures: snapshots and diffs for tests, assertion macros,
+//! and exporters.
 //!
-//! This crate is a skeleton for now. The core figures (live, peak and running totals per
-//! component) live in `alloc-core` and are re-exported by the `memgov` facade; what is planned
-//! here builds on them:
+//! * [`snapshot`] / [`StatsSnapshot::diff`]: what changed per component while some code ran.
+//! * [`assert_no_leaks!`], [`assert_max_live!`], [`assert_allocations!`]: dhat-style assertions
+//!   whose failure messages show the figures.
+//! * [`to_table`], [`to_json`], [`to_prometheus`]: the figures for logs and dashboards.
 //!
-//! * per-component allocation-size histograms recorded without allocating on the allocation path;
-//! * `snapshot()` / `diff()` and assertion macros for tests;
-//! * a bounded history of samples and a leak detector;
-//! * table, JSON and Prometheus exporters, and an optional HTTP endpoint.
-//!
-//! Today it offers one thing: the difference between two core snapshots.
+//! Allocation-size histograms, the sample history with leak detection, the health report and the
+//! HTTP endpoint are not here yet.
 //!
 //! ```
-//! let before = alloc_core::snapshot();
-//! let after = alloc_core::snapshot();
-//! let d = alloc_stats::live_delta(&before, &after, "unscoped");
-//! # let _ = d;
+//! # #[global_allocator]
+//! # static GLOBAL: alloc_core::Governor<std::alloc::System> = alloc_core::Governor::with_inner(std::alloc::System);
+//! let before = alloc_stats::snapshot();
+//! {
+//!     let _scope = alloc_core::component_scope("render");
+//!     let page = "<p>".repeat(100);
+//!     drop(page);
+//! }
+//! let d = before.diff();
+//! alloc_stats::assert_no_leaks!(d, "render");
+//! alloc_stats::assert_allocations!(d, "render", exactly = 1);
 //! ```
 
-/// Change in live bytes of the component called `name` between two snapshots (0 if absent from
-/// either).
-pub fn live_delta(before: &alloc_core::Snapshot, after: &alloc_core::Snapshot, name: &str) -> i64 {
-    let live = |s: &alloc_core::Snapshot| s.component(name).map_or(0, |c| c.live_bytes as i64);
-    live(after) - live(before)
-}
+#[doc(hidden)]
+pub mod assertions;
+mod diff;
+mod export;
+
+pub use diff::{snapshot, ComponentDelta, Diff, StatsSnapshot};
+pub use export::{to_json, to_prometheus, to_table};

@@ -1,0 +1,283 @@
+//! alloc-stats: snapshot diffs with allocations on several threads, the assertion macros passing
+//! and failing with the figures in their messages, JSON parsed back, and Prometheus text checked
+//! line by line against the exposition format.
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::stats;
+use serial_test::serial;
+use std::collections::HashMap;
+
+fn in_scope<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
+    let _scope = memgov::component_scope(name);
+    f()
+}
+
+#[test]
+#[serial]
+fn a_diff_counts_what_several_threads_did_exactly() {
+    let before = stats::snapshot();
+    let kept: Vec<Vec<Box<[u8]>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                s.spawn(move || {
+                    in_scope("diff-workers", || {
+                        let mut kept = Vec::new();
+                        for i in 0..100 {
+                            let b = vec![t as u8; 100 + i].into_boxed_slice();
+                            if i % 2 == 0 {
+                                kept.push(b);
+                            }
+                        }
+                        kept
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let d = before.diff();
+    let c = d.component("diff-workers").unwrap();
+    // Per thread: 100 boxes (+ the Vec holding the kept ones, which grows by reallocs).
+    let kept_bytes: i64 = (0..100)
+        .filter(|i| i % 2 == 0)
+        .map(|i| 100 + i)
+        .sum::<i64>()
+        * 4;
+    let vec_bytes: i64 = kept
+        .iter()
+        .map(|v| (v.capacity() * std::mem::size_of::<Box<[u8]>>()) as i64)
+        .sum();
+    assert_eq!(c.allocs, 4 * 101, "{c:?}");
+    assert_eq!(c.frees, 4 * 50, "{c:?}");
+    assert_eq!(c.live_bytes, kept_bytes + vec_bytes, "{c:?}");
+    assert_eq!(c.live_blocks(), 4 * 51);
+    assert!(d.changed().any(|c| c.name == "diff-workers"));
+    drop(kept);
+    let after = before.diff();
+    memgov::assert_no_leaks!(after, "diff-workers");
+}
+
+#[test]
+#[serial]
+fn the_assertions_pass_on_good_code() {
+    in_scope("ok-parser", || {
+        let tokens: Vec<u32> = (0..10).collect();
+        assert_eq!(tokens.len(), 10);
+    });
+    memgov::assert_no_leaks!("ok-parser");
+    memgov::assert_max_live!("ok-parser", 64 * 1024);
+    memgov::assert_allocations!("ok-parser", at_most = 10);
+    memgov::assert_allocations!("ok-parser", at_least = 1);
+    let before = stats::snapshot();
+    in_scope("ok-parser", || drop(String::from("x")));
+    memgov::assert_allocations!(before.diff(), "ok-parser", exactly = 1);
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "component \"leaky\" leaked: live 4096 bytes in 1 blocks")]
+fn assert_no_leaks_fails_with_the_figures() {
+    let leaked = in_scope("leaky", || vec![0u8; 4096]);
+    std::mem::forget(leaked);
+    memgov::assert_no_leaks!("leaky");
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "component \"leaky-diff\" leaked 512 bytes in 1 blocks")]
+fn assert_no_leaks_on_a_diff_fails_with_the_figures() {
+    let before = stats::snapshot();
+    std::mem::forget(in_scope("leaky-diff", || vec![0u8; 512]));
+    memgov::assert_no_leaks!(before.diff(), "leaky-diff");
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "component \"big\" peaked at 100000 live bytes, more than 65536")]
+fn assert_max_live_fails_with_the_figures() {
+    in_scope("big", || drop(vec![0u8; 100_000]));
+    memgov::assert_max_live!("big", 64 * 1024);
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "component \"chatty\" made 20 allocations, more than 10")]
+fn assert_allocations_fails_with_the_figures() {
+    in_scope("chatty", || {
+        for i in 0..20 {
+            drop(vec![0u8; i + 1]);
+        }
+    });
+    memgov::assert_allocations!("chatty", at_most = 10);
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "no component named \"never-registered\"")]
+fn an_unknown_component_is_reported() {
+    memgov::assert_no_leaks!("never-registered");
+}
+
+#[test]
+#[serial]
+fn json_parses_back_with_the_documented_fields() {
+    memgov::set_budget("json-budget", memgov::Limits::hard(1 << 30)).unwrap();
+    let v = in_scope("json \"quoted\"\nname", || vec![0u8; 777]);
+    in_scope("json-budget", || drop(vec![0u8; 10]));
+    let text = stats::to_json(&memgov::snapshot());
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    for field in [
+        "live_bytes",
+        "peak_live_bytes",
+        "alloc_count",
+        "free_count",
+        "realloc_count",
+        "total_allocated_bytes",
+        "total_freed_bytes",
+        "live_inner_bytes",
+        "tag_overhead_bytes",
+        "threads",
+        "components",
+        "refused_names",
+    ] {
+        assert!(json["global"][field].is_u64(), "global.{field} in {text}");
+    }
+    assert!(json["budget"]["charged_bytes"].is_u64());
+    let components = json["components"].as_array().unwrap();
+    let quoted = components
+        .iter()
+        .find(|c| c["name"] == "json \"quoted\"\nname")
+        .expect("escaped name round-trips");
+    assert_eq!(quoted["live_bytes"], 777);
+    assert!(quoted["budget"].is_null());
+    let budgeted = components
+        .iter()
+        .find(|c| c["name"] == "json-budget")
+        .unwrap();
+    assert_eq!(budgeted["budget"]["hard_limit_bytes"], 1u64 << 30);
+    assert_eq!(
+        budgeted["budget"]["soft_limit_bytes"],
+        serde_json::Value::Null
+    );
+    assert_eq!(budgeted["budget"]["level"], "normal");
+    drop(v);
+}
+
+/// A strict reading of the text exposition format: every sample's family has exactly one HELP
+/// and one TYPE before it, names and labels are well-formed, values are numbers, counters end in
+/// `_total`, and no sample repeats. Returns the samples.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    fn valid_name(n: &str) -> bool {
+        let mut cs = n.chars();
+        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps: HashMap<String, ()> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(valid_name(name), "{line}");
+            assert!(
+                helps.insert(name.to_string(), ()).is_none(),
+                "second HELP: {line}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(parts.next().is_none(), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter without _total: {line}");
+            }
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "second TYPE: {line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "{line}");
+        assert!(
+            types.contains_key(name) && helps.contains_key(name),
+            "no TYPE/HELP before {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .unwrap_or_else(|| panic!("{line}"));
+                let value = inner
+                    .strip_prefix("component=\"")
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("{line}"));
+                let mut escaped = false;
+                for c in value.chars() {
+                    if escaped {
+                        assert!(matches!(c, '\\' | '"' | 'n'), "bad escape in {line}");
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else {
+                        assert!(c != '"' && c != '\n', "unescaped {c:?} in {line}");
+                    }
+                }
+                assert!(!escaped, "{line}");
+            }
+        }
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "repeated sample {line}"
+        );
+    }
+    samples
+}
+
+#[test]
+#[serial]
+fn prometheus_text_is_well_formed_and_carries_the_figures() {
+    memgov::set_budget(
+        "prom-budget",
+        memgov::Limits::hard(1 << 20).with_soft(1 << 19),
+    )
+    .unwrap();
+    let v = in_scope("prom \"odd\" \\ name", || vec![0u8; 3000]);
+    let w = in_scope("prom-budget", || vec![0u8; 1000]);
+    let text = stats::to_prometheus(&memgov::snapshot());
+    let samples = parse_prometheus(&text);
+    assert_eq!(
+        samples[r#"memgov_live_bytes{component="prom \"odd\" \\ name"}"#], 3000.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples[r#"memgov_live_bytes{component="prom-budget"}"#],
+        1000.0
+    );
+    assert_eq!(
+        samples[r#"memgov_budget_hard_limit_bytes{component="prom-budget"}"#],
+        (1 << 20) as f64
+    );
+    assert_eq!(
+        samples[r#"memgov_budget_soft_limit_bytes{component="prom-budget"}"#],
+        (1 << 19) as f64
+    );
+    assert_eq!(
+        samples[r#"memgov_pressure_level{component="prom-budget"}"#],
+        0.0
+    );
+    assert!(samples.contains_key(r#"memgov_budget_charged_bytes{component="process"}"#));
+    assert!(samples["memgov_threads"] >= 1.0);
+    drop((v, w));
+}
