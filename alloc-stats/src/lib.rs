@@ -5,9 +5,11 @@
 //! * [`assert_no_leaks!`], [`assert_max_live!`], [`assert_allocations!`]: dhat-style assertions
 //!   whose failure messages show the figures.
 //! * [`to_table`], [`to_json`], [`to_prometheus`]: the figures for logs and dashboards.
+//! * [`start_history`] / [`history`]: a bounded ring of samples taken by the monitor thread;
+//!   [`detect_leaks`]: steady growth found by a least-squares fit; [`health`]: one call that
+//!   says how memory is doing, with recommendations.
 //!
-//! Allocation-size histograms, the sample history with leak detection, the health report and the
-//! HTTP endpoint are not here yet.
+//! Allocation-size histograms and the HTTP endpoint are not here yet.
 //!
 //! ```
 //! # #[global_allocator]
@@ -27,6 +29,12 @@
 pub mod assertions;
 mod diff;
 mod export;
+mod health;
+mod history;
+mod leaks;
 
 pub use diff::{snapshot, ComponentDelta, Diff, StatsSnapshot};
 pub use export::{to_json, to_prometheus, to_table};
+pub use health::{health, HealthReport, FRAGMENTATION_ALERT};
+pub use history::{history, start_history, stop_history, HistoryConfig, Sample};
+pub use leaks::{detect_leaks, fit_line, LeakConfig, LeakFinding, LeakKind};

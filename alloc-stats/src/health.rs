@@ -1,0 +1,109 @@
+//! One call that says how memory is doing, in plain language.
+
+use crate::history::history;
+use crate::leaks::{detect_leaks, LeakConfig, LeakFinding};
+use alloc_core::{budget_stats, ComponentStats, Level, Scope};
+use std::fmt;
+
+/// The health of the process's memory.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// The process's pressure level.
+    pub level: Level,
+    /// Suspected leaks in the history (empty when no history is kept).
+    pub leaks: Vec<LeakFinding>,
+    /// jemalloc's `active / allocated` (1.0 = no fragmentation), when jemalloc is the allocator.
+    pub fragmentation: Option<f64>,
+    /// jemalloc's `resident / active`: resident memory holding no live data, relative to what does.
+    pub resident_ratio: Option<f64>,
+    /// The five components with the most live bytes.
+    pub top: Vec<ComponentStats>,
+    /// What to do about it.
+    pub recommendations: Vec<String>,
+}
+
+/// Fragmentation above which [`health`] recommends compaction.
+pub const FRAGMENTATION_ALERT: f64 = 1.5;
+
+/// Assesses memory now (seed 003's health assessment): pressure, leak findings from the history,
+/// fragmentation, the biggest components, and recommendations.
+///
+/// ```
+/// let report = alloc_stats::health();
+/// println!("{report}");
+/// ```
+pub fn health() -> HealthReport {
+    let level = budget_stats(Scope::Process).level;
+    let leaks = detect_leaks(&history(), &LeakConfig::default());
+    let mut top = alloc_core::snapshot().components;
+    top.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes));
+    top.truncate(5);
+    let (fragmentation, resident_ratio) = jemalloc_ratios();
+    let mut recommendations = Vec::new();
+    match level {
+        Level::Critical => recommendations
+            .push("pressure is critical: shed caches and reject work now".to_string()),
+        Level::Warning => {
+            recommendations.push("pressure is at warning: shrink caches and batches".to_string())
+        }
+        Level::Normal => {}
+    }
+    if let Some(f) = fragmentation.filter(|&f| f >= FRAGMENTATION_ALERT) {
+        recommendations.push(format!(
+            "fragmentation {f:.2}: run memgov::jemalloc::compact()"
+        ));
+    }
+    if let Some(r) = resident_ratio.filter(|&r| r >= FRAGMENTATION_ALERT) {
+        recommendations.push(format!(
+            "resident memory is {r:.2}x the active memory: freed pages are kept; compact() or a soft limit returns them"
+        ));
+    }
+    for leak in &leaks {
+        recommendations.push(format!("possible leak: {leak}"));
+    }
+    HealthReport {
+        level,
+        leaks,
+        fragmentation,
+        resident_ratio,
+        top,
+        recommendations,
+    }
+}
+
+#[cfg(feature = "jemalloc")]
+fn jemalloc_ratios() -> (Option<f64>, Option<f64>) {
+    match alloc_jemalloc::stats() {
+        Ok(s) => (Some(s.fragmentation()), Some(s.resident_ratio())),
+        Err(_) => (None, None),
+    }
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn jemalloc_ratios() -> (Option<f64>, Option<f64>) {
+    (None, None)
+}
+
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "pressure: {}", self.level)?;
+        if let Some(x) = self.fragmentation {
+            writeln!(f, "fragmentation (active/allocated): {x:.2}")?;
+        }
+        for c in &self.top {
+            writeln!(f, "  {:<20} {:>14} live bytes", c.name, c.live_bytes)?;
+        }
+        if self.recommendations.is_empty() {
+            write!(f, "no action needed")
+        } else {
+            for (i, r) in self.recommendations.iter().enumerate() {
+                if i > 0 {
+                    writeln!(f)?;
+                }
+                write!(f, "- {r}")?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Leak detection over a history of samples: steady growth, not merely "higher than before".
+//!
+//! For each series (a component's live bytes, the process's thread count, a component's live
+//! blocks) a least-squares line is fitted against time. A series is flagged when the line rises
+//! faster than a minimum rate *and* fits well (coefficient of determination `r²` at least
+//! [`LeakConfig::min_fit`]) *and* the series really grew over the window. A sawtooth (a cache that
+//! fills and is flushed) fits a line badly, a steady component has no slope, and both are left
+//! alone.
+
+use crate::history::Sample;
+use alloc_core::ComponentId;
+use std::fmt;
+
+/// Thresholds for [`detect_leaks`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeakConfig {
+    /// Samples needed before anything is judged. Default 10.
+    pub min_samples: usize,
+    /// `r²` a rising line must reach. Default 0.8.
+    pub min_fit: f64,
+    /// Bytes per second a component must grow by. Default 1024.
+    pub min_bytes_per_sec: f64,
+    /// Growth over the window, in bytes, below which nothing is flagged. Default 64 KiB.
+    pub min_growth_bytes: u64,
+    /// Threads per second the process must grow by. Default 0.05 (3 a minute).
+    pub min_threads_per_sec: f64,
+    /// Live blocks per second a component must grow by. Default 10.
+    pub min_blocks_per_sec: f64,
+}
+
+impl Default for LeakConfig {
+    fn default() -> Self {
+        LeakConfig {
+            min_samples: 10,
+            min_fit: 0.8,
+            min_bytes_per_sec: 1024.0,
+            min_growth_bytes: 64 * 1024,
+            min_threads_per_sec: 0.05,
+            min_blocks_per_sec: 10.0,
+        }
+    }
+}
+
+/// What kind of growth was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeakKind {
+    /// A component's live bytes grow steadily.
+    Bytes(ComponentId),
+    /// A component's live blocks (allocations minus frees) grow steadily.
+    Blocks(ComponentId),
+    /// The process's thread count grows steadily (the Rust twin of a goroutine leak).
+    Threads,
+}
+
+/// One suspected leak.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LeakFinding {
+    /// What grows.
+    pub kind: LeakKind,
+    /// Growth per second (bytes, blocks or threads).
+    pub rate_per_sec: f64,
+    /// How well a line fits the series (1.0 = exactly).
+    pub fit: f64,
+    /// First and last value of the series in the window.
+    pub from: f64,
+    /// Last value.
+    pub to: f64,
+    /// Samples and seconds the evidence spans.
+    pub samples: usize,
+    /// Seconds the window spans.
+    pub seconds: f64,
+}
+
+impl fmt::Display for LeakFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, unit) = match self.kind {
+            LeakKind::Bytes(c) => (format!("component {:?} live bytes", c.name()), "bytes"),
+            LeakKind::Blocks(c) => (format!("component {:?} live blocks", c.name()), "blocks"),
+            LeakKind::Threads => ("thread count".to_string(), "threads"),
+        };
+        write!(
+            f,
+            "{what} grow by {:.1} {unit}/s: {} -> {} over {:.1} s ({} samples, fit r\u{b2} = {:.2})",
+            self.rate_per_sec, self.from, self.to, self.seconds, self.samples, self.fit
+        )
+    }
+}
+
+/// Least-squares slope and `r²` of `points` (x, y).
+pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 {
+        0.0
+    } else {
+        (sxy * sxy) / (sxx * syy)
+    };
+    Some((slope, r2))
+}
+
+fn judge(
+    kind: LeakKind,
+    samples: &[Sample],
+    value: impl Fn(&Sample) -> Option<f64>,
+    min_rate: f64,
+    min_growth: f64,
+    config: &LeakConfig,
+) -> Option<LeakFinding> {
+    let t0 = samples.first()?.at;
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| value(s).map(|v| (s.at.duration_since(t0).as_secs_f64(), v)))
+        .collect();
+    if points.len() < config.min_samples {
+        return None;
+    }
+    let (slope, fit) = fit_line(&points)?;
+    let (from, to) = (points[0].1, points[points.len() - 1].1);
+    if slope >= min_rate && fit >= config.min_fit && to - from >= min_growth {
+        Some(LeakFinding {
+            kind,
+            rate_per_sec: slope,
+            fit,
+            from,
+            to,
+            samples: points.len(),
+            seconds: points[points.len() - 1].0,
+        })
+    } else {
+        None
+    }
+}
+
+/// Looks for steady growth in `samples` (oldest first).
+///
+/// ```
+/// use alloc_stats::{detect_leaks, LeakConfig};
+/// assert!(detect_leaks(&[], &LeakConfig::default()).is_empty());
+/// ```
+pub fn detect_leaks(samples: &[Sample], config: &LeakConfig) -> Vec<LeakFinding> {
+    let mut components: Vec<ComponentId> = samples
+        .iter()
+        .flat_map(|s| s.components.iter().map(|c| c.0))
+        .collect();
+    components.sort();
+    components.dedup();
+    let mut findings = Vec::new();
+    for c in components {
+        findings.extend(judge(
+            LeakKind::Bytes(c),
+            samples,
+            |s| Some(s.live_of(c) as f64),
+            config.min_bytes_per_sec,
+            config.min_growth_bytes as f64,
+            config,
+        ));
+        findings.extend(judge(
+            LeakKind::Blocks(c),
+            samples,
+            |s| Some(s.blocks_of(c) as f64),
+            config.min_blocks_per_sec,
+            config.min_blocks_per_sec,
+            config,
+        ));
+    }
+    findings.extend(judge(
+        LeakKind::Threads,
+        samples,
+        |s| s.threads.map(|t| t as f64),
+        config.min_threads_per_sec,
+        2.0,
+        config,
+    ));
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// One sample a second; `f(i)` gives (live bytes, live blocks, threads) at second `i`.
+    fn series(n: usize, c: ComponentId, f: impl Fn(usize) -> (u64, u64, u64)) -> Vec<Sample> {
+        let t0 = Instant::now();
+        (0..n)
+            .map(|i| {
+                let (bytes, blocks, threads) = f(i);
+                Sample {
+                    at: t0 + Duration::from_secs(i as u64),
+                    live_bytes: bytes,
+                    live_blocks: blocks,
+                    threads: Some(threads),
+                    resident_bytes: None,
+                    components: vec![(c, bytes, blocks)],
+                }
+            })
+            .collect()
+    }
+
+    /// A deterministic wobble of +-`amp`.
+    fn noise(i: usize, amp: u64) -> u64 {
+        (i as u64 * 2_654_435_761) % (2 * amp + 1)
+    }
+
+    #[test]
+    fn a_steadily_leaking_component_is_found_with_its_rate() {
+        let c = alloc_core::component("leak-test-leaky");
+        // 10 KiB a second, with up to +-4 KiB of noise.
+        let s = series(60, c, |i| {
+            (
+                1_000_000 + i as u64 * 10_240 + noise(i, 4096),
+                1000 + 10 * i as u64,
+                8,
+            )
+        });
+        let found = detect_leaks(&s, &LeakConfig::default());
+        let bytes = found
+            .iter()
+            .find(|f| f.kind == LeakKind::Bytes(c))
+            .expect("a byte leak");
+        assert!((bytes.rate_per_sec - 10_240.0).abs() < 200.0, "{bytes}");
+        assert!(bytes.fit > 0.99, "{bytes}");
+        assert!(bytes.to_string().contains("leak-test-leaky"));
+        assert!(found.iter().any(|f| f.kind == LeakKind::Blocks(c)));
+        assert!(!found.iter().any(|f| f.kind == LeakKind::Threads));
+    }
+
+    #[test]
+    fn a_steady_component_is_not_flagged() {
+        let c = alloc_core::component("leak-test-steady");
+        let s = series(100, c, |i| {
+            (5_000_000 + noise(i, 200_000), 500 + noise(i, 20), 8)
+        });
+        assert!(detect_leaks(&s, &LeakConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_sawtooth_is_not_flagged() {
+        let c = alloc_core::component("leak-test-sawtooth");
+        // A cache that fills by 100 KiB a second and is flushed every 10 s.
+        let s = series(100, c, |i| {
+            ((i % 10) as u64 * 102_400, (i % 10) as u64 * 100, 8)
+        });
+        let found = detect_leaks(&s, &LeakConfig::default());
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_sawtooth_on_a_rising_floor_is_flagged() {
+        let c = alloc_core::component("leak-test-rising-saw");
+        let s = series(100, c, |i| {
+            (i as u64 * 50_000 + (i % 10) as u64 * 20_000, 0, 8)
+        });
+        assert!(detect_leaks(&s, &LeakConfig::default())
+            .iter()
+            .any(|f| f.kind == LeakKind::Bytes(c)));
+    }
+
+    #[test]
+    fn growing_threads_are_found() {
+        let c = alloc_core::component("leak-test-threads");
+        let s = series(30, c, |i| (1000, 10, 4 + i as u64 / 3));
+        let found = detect_leaks(&s, &LeakConfig::default());
+        let t = found
+            .iter()
+            .find(|f| f.kind == LeakKind::Threads)
+            .expect("thread growth");
+        assert!((t.rate_per_sec - 1.0 / 3.0).abs() < 0.05, "{t}");
+    }
+
+    #[test]
+    fn too_few_samples_judge_nothing() {
+        let c = alloc_core::component("leak-test-few");
+        let s = series(5, c, |i| {
+            (i as u64 * 1_000_000, i as u64 * 1000, 4 + i as u64)
+        });
+        assert!(detect_leaks(&s, &LeakConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn the_fit_of_a_line_is_exact() {
+        let (slope, r2) = fit_line(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
+        assert!((slope - 2.0).abs() < 1e-12 && (r2 - 1.0).abs() < 1e-12);
+        assert_eq!(fit_line(&[(1.0, 1.0)]), None);
+    }
+}

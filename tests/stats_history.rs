@@ -1,0 +1,49 @@
+//! The history kept by the monitor thread, a leak found in it as it happens, and the health report.
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::stats::{self, HistoryConfig, LeakKind};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_component_leaking_while_sampled_is_reported_with_its_rate() {
+    stats::start_history(HistoryConfig {
+        capacity: 40,
+        interval: Duration::from_millis(10),
+    });
+    let leaky = memgov::component("history-leaky");
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(1000);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        let _scope = memgov::try_enter(leaky).unwrap();
+        kept.push(vec![1u8; 4096]);
+        drop(_scope);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let samples = stats::history();
+    assert!(
+        samples.len() >= 20 && samples.len() <= 40,
+        "{} samples",
+        samples.len()
+    );
+    assert!(samples.windows(2).all(|w| w[0].at <= w[1].at));
+    let report = stats::health();
+    let leak = report
+        .leaks
+        .iter()
+        .find(|f| f.kind == LeakKind::Bytes(leaky))
+        .expect("the leak is found");
+    assert!(leak.rate_per_sec > 100_000.0, "{leak}");
+    assert!(
+        report
+            .recommendations
+            .iter()
+            .any(|r| r.contains("possible leak") && r.contains("history-leaky")),
+        "{report}"
+    );
+    assert_eq!(report.top[0].name, "history-leaky", "{report}");
+    stats::stop_history();
+    assert!(stats::history().is_empty());
+    drop(kept);
+}
