@@ -37,7 +37,7 @@ pub fn health() -> HealthReport {
     let level = budget_stats(Scope::Process).level;
     let leaks = detect_leaks(&history(), &LeakConfig::default());
     let mut top = alloc_core::snapshot().components;
-    top.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes));
+    top.sort_by_key(|c| std::cmp::Reverse(c.live_bytes));
     top.truncate(5);
     let (fragmentation, resident_ratio) = jemalloc_ratios();
     let mut recommendations = Vec::new();
