@@ -9,7 +9,10 @@
 //!   [`detect_leaks`]: steady growth found by a least-squares fit; [`health`]: one call that
 //!   says how memory is doing, with recommendations.
 //!
-//! Allocation-size histograms and the HTTP endpoint are not here yet.
+//! * [`http`] (feature `http`): `GET /metrics`, `GET /memory`, `GET /memory/health`,
+//!   `POST /memory/compact` on a thread of its own.
+//!
+//! Allocation-size histograms are not here yet.
 //!
 //! ```
 //! # #[global_allocator]
@@ -31,6 +34,8 @@ mod diff;
 mod export;
 mod health;
 mod history;
+#[cfg(feature = "http")]
+pub mod http;
 mod leaks;
 
 pub use diff::{snapshot, ComponentDelta, Diff, StatsSnapshot};
