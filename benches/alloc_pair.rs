@@ -162,9 +162,32 @@ fn limited(c: &mut Criterion) {
     }
 }
 
+/// The pair and the churn with allocation-size histograms recording.
+fn histograms(c: &mut Criterion) {
+    memgov::set_histograms(true);
+    let cases: [(&str, Alloc); 2] = [
+        ("jemalloc", &RAW_JEMALLOC),
+        ("governor-jemalloc-histograms", &GOV_JEMALLOC),
+    ];
+    let mut g = c.benchmark_group("histograms-pair-16B");
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    for (name, a) in cases {
+        g.bench_function(name, |b| b.iter(|| pair(a, layout)));
+    }
+    g.finish();
+    let mut g = c.benchmark_group("histograms-churn-2t");
+    for (name, a) in cases {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| churn_threads(a, iters, 2, None))
+        });
+    }
+    g.finish();
+    memgov::set_histograms(false);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = pairs, churns, limited
+    targets = pairs, churns, limited, histograms
 }
 criterion_main!(benches);

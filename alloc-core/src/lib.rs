@@ -35,6 +35,7 @@ mod budget;
 mod config;
 mod counters;
 mod global;
+mod histogram;
 mod monitor;
 mod pressure;
 mod registry;
@@ -56,6 +57,10 @@ pub use config::{
     VARIABLES,
 };
 pub use global::{DefaultInner, Governor};
+pub use histogram::{
+    histogram_bucket, histogram_bucket_floor, histograms_enabled, set_histograms,
+    BUCKETS as HISTOGRAM_BUCKETS,
+};
 pub use monitor::{
     adaptive_size, component_adaptive_size, every, monitor_interval, monitor_stats,
     on_component_pressure, on_pressure, remove_callback, set_monitor_interval, start_monitor,

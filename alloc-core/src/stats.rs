@@ -160,6 +160,20 @@ impl ComponentId {
     }
 }
 
+impl ComponentId {
+    /// This component's allocation-size histogram: counts per bucket (see
+    /// [`histogram_bucket`](crate::histogram_bucket)), all threads together. All zero while
+    /// histograms are off ([`set_histograms`](crate::set_histograms)).
+    pub fn size_histogram(self) -> [u64; crate::HISTOGRAM_BUCKETS] {
+        thread::histogram(self.0, 0)
+    }
+
+    /// This component's histogram of realloc (new) sizes.
+    pub fn realloc_histogram(self) -> [u64; crate::HISTOGRAM_BUCKETS] {
+        thread::histogram(self.0, 1)
+    }
+}
+
 /// The figures of the component called `name`; `None` if no such component was ever registered.
 ///
 /// ```

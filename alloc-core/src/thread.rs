@@ -27,6 +27,7 @@
 
 use crate::budget::{self, Scope, CREDIT_CHUNK, MAX_CREDIT};
 use crate::counters::{self, Delta};
+use crate::histogram;
 use crate::pressure;
 use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::TAG_BYTES;
@@ -146,6 +147,8 @@ struct Block {
     in_use: AtomicBool,
     /// Next block in the append-only list of every block; immutable once published.
     next: *const Block,
+    /// This thread's size histograms, made on its first recorded allocation; kept across reuse.
+    hist: AtomicPtr<histogram::Counts>,
     records: [Record; CAPACITY],
 }
 
@@ -355,6 +358,9 @@ impl Block {
     /// Records the statistics of an allocation (its credit was spent by `admit`).
     #[inline(always)]
     fn alloc(&self, comp: u16, size: u64, trailer: bool) {
+        if histogram::ENABLED.load(Relaxed) {
+            self.count_size(comp, 0, size);
+        }
         let r = self.record(comp);
         let allocated = bump(&r.allocated, size);
         let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
@@ -367,6 +373,22 @@ impl Block {
         if settle_due(before) {
             self.settle(comp, before);
         }
+    }
+
+    /// Owner only: counts a size in this thread's histograms (made on first use).
+    #[cold]
+    #[inline(never)]
+    fn count_size(&self, comp: u16, kind: usize, size: u64) {
+        let mut h = self.hist.load(Acquire);
+        if h.is_null() {
+            h = histogram::new_counts();
+            if h.is_null() {
+                return;
+            }
+            self.hist.store(h, Release);
+        }
+        // SAFETY: a mapping made above (or earlier) for this block, never unmapped.
+        unsafe { &*h }.record(comp, kind, size);
     }
 
     /// Records a free and gives its bytes back as credit.
@@ -386,6 +408,9 @@ impl Block {
     /// Records a realloc (growth was admitted beforehand; shrinkage comes back as credit).
     #[inline(always)]
     fn realloc(&self, comp: u16, old: u64, new: u64, tag: i64) {
+        if histogram::ENABLED.load(Relaxed) {
+            self.count_size(comp, 1, new);
+        }
         let r = self.record(comp);
         if new >= old {
             let allocated = bump(&r.allocated, new - old);
@@ -520,6 +545,10 @@ extern "C" fn thread_exit(block: *mut libc::c_void) {
 
 fn release(block: &Block) {
     block.return_all_credit();
+    // SAFETY: a non-null `hist` is this block's mapping, never unmapped.
+    if let Some(h) = unsafe { block.hist.load(Acquire).as_ref() } {
+        histogram::retire(h);
+    }
     BLOCKS_IN_USE.fetch_sub(1, Relaxed);
     block.in_use.store(false, Release);
 }
@@ -868,6 +897,15 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
         }
     }
     sum
+}
+
+/// The merged size histogram of `comp` (`kind` 0: allocations, 1: reallocs).
+pub(crate) fn histogram(comp: u16, kind: usize) -> [u64; histogram::BUCKETS] {
+    let live = blocks().filter(|b| b.in_use.load(Acquire)).filter_map(|b| {
+        // SAFETY: a non-null `hist` is a mapping never unmapped.
+        unsafe { b.hist.load(Acquire).as_ref() }
+    });
+    histogram::merged(comp, kind, live)
 }
 
 /// Threads that currently own a block, and blocks ever made.

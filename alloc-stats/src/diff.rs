@@ -1,6 +1,6 @@
 //! Snapshots for tests: take one, run code, read what changed per component.
 
-use alloc_core::{ComponentStats, Snapshot};
+use alloc_core::{ComponentId, ComponentStats, Snapshot, HISTOGRAM_BUCKETS};
 use std::time::{Duration, Instant};
 
 /// The figures of every component at one moment, for diffing later. See [`snapshot`].
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct StatsSnapshot {
     taken: Instant,
     core: Snapshot,
+    /// Allocation-size buckets per component, when histograms are on.
+    sizes: Vec<(ComponentId, [u64; HISTOGRAM_BUCKETS])>,
 }
 
 /// Takes a snapshot of every component's figures.
@@ -23,9 +25,20 @@ pub struct StatsSnapshot {
 /// # drop(v);
 /// ```
 pub fn snapshot() -> StatsSnapshot {
+    let core = alloc_core::snapshot();
+    let sizes = if alloc_core::histograms_enabled() {
+        core.components
+            .iter()
+            .filter(|c| c.alloc_count > 0)
+            .map(|c| (c.component, c.component.size_histogram()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     StatsSnapshot {
         taken: Instant::now(),
-        core: alloc_core::snapshot(),
+        core,
+        sizes,
     }
 }
 
@@ -52,7 +65,19 @@ impl StatsSnapshot {
                     .components
                     .iter()
                     .find(|c| c.component == after.component);
-                ComponentDelta::between(before, after)
+                let mut delta = ComponentDelta::between(before, after);
+                let sizes_of = |s: &StatsSnapshot| {
+                    s.sizes.iter().find(|h| h.0 == after.component).map(|h| h.1)
+                };
+                if let Some(later_sizes) = sizes_of(later) {
+                    let earlier = sizes_of(self).unwrap_or([0; HISTOGRAM_BUCKETS]);
+                    delta.size_counts = later_sizes
+                        .iter()
+                        .zip(earlier)
+                        .map(|(a, b)| a.saturating_sub(b))
+                        .collect();
+                }
+                delta
             })
             .collect();
         Diff {
@@ -84,6 +109,9 @@ pub struct ComponentDelta {
     pub live_bytes_after: u64,
     /// The component's peak live bytes at the later snapshot (since the process started).
     pub peak_live_bytes: u64,
+    /// Allocations in between per size bucket (see [`alloc_core::histogram_bucket`]); empty unless
+    /// histograms were on at both snapshots.
+    pub size_counts: Vec<u64>,
 }
 
 impl ComponentDelta {
@@ -103,6 +131,7 @@ impl ComponentDelta {
                 .saturating_sub(b(|c| c.total_freed_bytes)),
             live_bytes_after: after.live_bytes,
             peak_live_bytes: after.peak_live_bytes,
+            size_counts: Vec::new(),
         }
     }
 

@@ -12,7 +12,8 @@
 //! * [`http`] (feature `http`): `GET /metrics`, `GET /memory`, `GET /memory/health`,
 //!   `POST /memory/compact` on a thread of its own.
 //!
-//! Allocation-size histograms are not here yet.
+//! * [`size_histogram`] / [`realloc_histogram`]: allocation sizes per component (after
+//!   [`alloc_core::set_histograms`]), merged into hdrhistogram for percentiles.
 //!
 //! ```
 //! # #[global_allocator]
@@ -37,9 +38,13 @@ mod history;
 #[cfg(feature = "http")]
 pub mod http;
 mod leaks;
+mod sizes;
 
 pub use diff::{snapshot, ComponentDelta, Diff, StatsSnapshot};
 pub use export::{to_json, to_prometheus, to_table};
 pub use health::{health, HealthReport, FRAGMENTATION_ALERT};
 pub use history::{history, start_history, stop_history, HistoryConfig, Sample};
 pub use leaks::{detect_leaks, fit_line, LeakConfig, LeakFinding, LeakKind};
+pub use sizes::{
+    component_size_histogram, realloc_histogram, size_histogram, SizeHistogram, MAX_TRACKED_SIZE,
+};
