@@ -207,11 +207,15 @@ pub(crate) mod shadow {
         if addr >> VA_BITS != 0 {
             return None;
         }
-        let t = t as usize & 3;
+        let (offset, shift) = match t {
+            0 => (OFFSETS[0], SHIFTS[0]),
+            1 => (OFFSETS[1], SHIFTS[1]),
+            _ => (OFFSETS[2], SHIFTS[2]),
+        };
         let base = BASE.load(Ordering::Relaxed);
-        // SAFETY: `addr < 2^VA_BITS`, so `addr >> SHIFTS[t]` indexes inside table `t`, which lies
+        // SAFETY: `addr < 2^VA_BITS`, so `addr >> shift` indexes inside table `t`, which lies
         // inside the TOTAL-byte mapping at `base` (state READY, so `base` is that mapping).
-        Some(unsafe { base.add(OFFSETS[t] + (addr >> SHIFTS[t]) * 2) }.cast::<u16>())
+        Some(unsafe { base.add(offset + (addr >> shift) * 2) }.cast::<u16>())
     }
 
     /// Reserves the tables (first exact-class request), then places the block.
