@@ -76,7 +76,7 @@ pub(crate) fn remember(component: u16, by_process: bool, limit: u64, charged: u6
     let live = if by_process {
         crate::stats::global_live_bytes()
     } else {
-        crate::registry::ComponentId(component).stats().live_bytes
+        crate::stats::component_live_bytes(crate::registry::ComponentId(component))
     };
     let refusal = Refusal {
         when: now_nanos(),

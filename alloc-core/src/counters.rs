@@ -148,8 +148,13 @@ pub(crate) fn flush_end() {
 
 /// Runs `read` until it ran with no flush in progress or starting meanwhile (at most 10 000 tries;
 /// then the last result stands). Never allocates.
-pub(crate) fn consistent<T>(mut read: impl FnMut() -> T) -> T {
-    for _ in 0..10_000 {
+pub(crate) fn consistent<T>(read: impl FnMut() -> T) -> T {
+    consistent_within(10_000, read)
+}
+
+/// [`consistent`] with at most `tries` tries.
+pub(crate) fn consistent_within<T>(tries: u32, mut read: impl FnMut() -> T) -> T {
+    for _ in 0..tries {
         let started = FLUSHES_STARTED.load(Acquire);
         if FLUSHES_DONE.load(Acquire) != started {
             std::hint::spin_loop();

@@ -116,10 +116,10 @@ impl Snapshot {
     }
 }
 
-fn merge(shared: Delta, pending: Delta) -> (i64, Delta) {
+fn merge(shared: Delta, pending: Delta) -> Delta {
     let live = shared.live + pending.live;
     let peak = shared.high.max(shared.live.max(0) + pending.high).max(live);
-    let d = Delta {
+    Delta {
         live: live.max(0),
         high: peak.max(0),
         allocated: shared.allocated + pending.allocated,
@@ -127,12 +127,11 @@ fn merge(shared: Delta, pending: Delta) -> (i64, Delta) {
         frees: shared.frees + pending.frees,
         reallocs: shared.reallocs + pending.reallocs,
         tag: (shared.tag + pending.tag).max(0),
-    };
-    (live, d)
+    }
 }
 
 fn component_from(id: ComponentId, shared: &Shared, pending: Delta) -> ComponentStats {
-    let (_, d) = merge(shared.load(), pending);
+    let d = merge(shared.load(), pending);
     ComponentStats {
         component: id,
         name: id.name(),
@@ -187,8 +186,21 @@ pub fn component_stats(name: &str) -> Option<ComponentStats> {
 /// Live bytes of the whole process (shared counter plus every thread's pending delta). Never
 /// allocates.
 pub(crate) fn global_live_bytes() -> u64 {
-    counters::consistent(|| {
+    counters::consistent_within(REFUSAL_TRIES, || {
         (counters::global().load().live + thread::pending(None).live).max(0) as u64
+    })
+}
+
+/// How often a read made inside the allocator (for the abort line, on a refusal) retries while
+/// another thread is flushing: a few, then it takes what it read. Readers outside the allocator
+/// retry far longer.
+const REFUSAL_TRIES: u32 = 16;
+
+/// Live bytes of `comp`, read inside the allocator on a refusal (see [`REFUSAL_TRIES`]).
+pub(crate) fn component_live_bytes(comp: ComponentId) -> u64 {
+    let shared = counters::component(comp.0).unwrap_or_else(|| counters::global());
+    counters::consistent_within(REFUSAL_TRIES, || {
+        component_from(comp, shared, thread::pending(Some(comp.0))).live_bytes
     })
 }
 
@@ -200,7 +212,7 @@ pub(crate) fn global_live_bytes() -> u64 {
 /// ```
 pub fn global_stats() -> GlobalStats {
     crate::config::ensure_init();
-    let (_, d) = counters::consistent(|| merge(counters::global().load(), thread::pending(None)));
+    let d = counters::consistent(|| merge(counters::global().load(), thread::pending(None)));
     let (threads, thread_blocks) = thread::block_counts();
     GlobalStats {
         live_bytes: d.live as u64,
