@@ -109,21 +109,29 @@ fn inner_layout(size: usize, align: usize, place: Place) -> Layout {
     unsafe { Layout::from_size_align_unchecked(size + place.extra(), align) }
 }
 
-/// Reads a block's tag, rejecting values no component can have.
+/// Reads a block's tag: `None` for a value no component can have (counted by the caller).
 ///
 /// # Safety
 /// `ptr` is a live block handed out by the governor for a request of `size` bytes with its tag at
 /// `place`.
 #[inline(always)]
+unsafe fn read_owner(ptr: *const u8, size: usize, place: Place) -> Option<u16> {
+    // SAFETY: forwarded from the caller.
+    unsafe { place.read(ptr, size) }.filter(|&comp| (comp as usize) < CAPACITY)
+}
+
+/// Reads a block's tag, counting values no component can have.
+///
+/// # Safety
+/// As [`read_owner`].
+#[inline(always)]
 unsafe fn owner(ptr: *const u8, size: usize, place: Place) -> Option<u16> {
     // SAFETY: forwarded from the caller.
-    match unsafe { place.read(ptr, size) } {
-        Some(comp) if (comp as usize) < CAPACITY => Some(comp),
-        _ => {
-            corrupt_tag();
-            None
-        }
+    let owner = unsafe { read_owner(ptr, size, place) };
+    if owner.is_none() {
+        corrupt_tag();
     }
+    owner
 }
 
 #[cold]
@@ -207,7 +215,12 @@ fn record_realloc(st: St, comp: u16, old: usize, new: usize, tag: i64) {
 }
 
 impl<A: GlobalAlloc + SizeClasses> Governor<A> {
-    /// `alloc` and `alloc_zeroed`: admit against the budgets, allocate, tag, record.
+    /// `alloc` and `alloc_zeroed`: admit against the budgets and record, allocate, tag.
+    ///
+    /// The fast half spends the thread's credit and records the allocation before calling the
+    /// inner allocator, so that only the tag is left to write after it; anything unusual (a
+    /// credit running short, a flush due, histograms on, no thread block) goes to
+    /// [`allocate_slow`](Self::allocate_slow), which does it all.
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`.
@@ -217,22 +230,64 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         if out_of_range(size, align) {
             return ptr::null_mut();
         }
+        let Some(place) = tag::place_fast(&self.inner, size, align) else {
+            // SAFETY: forwarded contract.
+            return unsafe { self.allocate_slow(layout, zeroed) };
+        };
+        let trailer = place.extra() != 0;
+        let st = thread::state();
+        let comp = current(st);
+        match st {
+            Some(st) if st.try_alloc(comp, size, trailer) => {}
+            // SAFETY: forwarded contract.
+            _ => return unsafe { self.allocate_slow(layout, zeroed) },
+        }
+        // SAFETY: as in `allocate_slow`.
+        let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
+        if ptr.is_null() {
+            if let Some(st) = st {
+                st.undo_alloc(comp, size, trailer);
+            }
+            return ptr;
+        }
+        // SAFETY: the block was made for `layout` with its tag at `place`.
+        unsafe { place.write(ptr, size, comp) };
+        ptr
+    }
+
+    /// The inner allocator's `alloc` or `alloc_zeroed`.
+    ///
+    /// # Safety
+    /// `inner` has a non-zero size.
+    #[inline(always)]
+    unsafe fn inner_alloc(&self, inner: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(inner)
+            } else {
+                self.inner.alloc(inner)
+            }
+        }
+    }
+
+    /// The whole of an allocation, one step at a time: admit, allocate, tag, record.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`, with `layout` in range.
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
         let place = tag::place(&self.inner, size, align);
         let st = thread::state();
         let comp = current(st);
         if !admit(st, comp, size) {
             return ptr::null_mut();
         }
-        let inner = inner_layout(size, align, place);
         // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
         // since every class has slack over zero bytes).
-        let ptr = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(inner)
-            } else {
-                self.inner.alloc(inner)
-            }
-        };
+        let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
         if ptr.is_null() {
             refund(st, comp, size);
             return ptr;
@@ -241,6 +296,23 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         unsafe { place.write(ptr, size, comp) };
         record_alloc(st, comp, size, place.extra() != 0);
         ptr
+    }
+
+    /// The whole of a free whose fast half declined: read the tag, record, free.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_slow(&self, ptr: *mut u8, layout: Layout) {
+        let (size, align) = (layout.size(), layout.align());
+        let place = tag::place(&self.inner, size, align);
+        // SAFETY: the caller passes a live block from this allocator with its layout.
+        if let Some(comp) = unsafe { owner(ptr, size, place) } {
+            record_free(thread::state(), comp, size, place.extra() != 0);
+        }
+        // SAFETY: the block came from the inner allocator with exactly this inner layout.
+        unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };
     }
 }
 
@@ -265,11 +337,16 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         // The block was allocated with this layout, so it is in range and its tag is at `place`.
-        let place = tag::place(&self.inner, size, align);
-        // SAFETY: the caller passes a live block from this allocator with its layout.
-        if let Some(comp) = unsafe { owner(ptr, size, place) } {
-            record_free(thread::state(), comp, size, place.extra() != 0);
-        }
+        let fast = tag::place_fast(&self.inner, size, align).and_then(|place| {
+            // SAFETY: the caller passes a live block from this allocator with its layout.
+            let comp = unsafe { read_owner(ptr, size, place) }?;
+            let st = thread::state()?;
+            st.try_free(comp, size, place.extra() != 0).then_some(place)
+        });
+        let Some(place) = fast else {
+            // SAFETY: forwarded contract; nothing was recorded.
+            return unsafe { self.deallocate_slow(ptr, layout) };
+        };
         // SAFETY: the block came from the inner allocator with exactly this inner layout.
         unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };
     }

@@ -23,7 +23,7 @@
 //! If the reservation fails (a strict overcommit policy, an address-space limit, a platform other
 //! than 64-bit Linux), exact-class requests use a trailer too and move up one class.
 
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Bytes a trailer tag adds to a request.
 pub const TAG_BYTES: usize = 2;
@@ -51,6 +51,13 @@ pub unsafe trait SizeClasses {
     fn slack(&self, size: usize, align: usize) -> usize {
         self.size_class(size, align).wrapping_sub(size)
     }
+
+    /// [`slack`](Self::slack) for the requests it can answer in a few instructions without a
+    /// call (typically small sizes at ordinary alignments), `None` for the others.
+    #[inline(always)]
+    fn small_slack(&self, _size: usize, _align: usize) -> Option<usize> {
+        None
+    }
 }
 
 // SAFETY: KNOWN is false, so nothing is promised.
@@ -76,6 +83,11 @@ unsafe impl SizeClasses for alloc_jemalloc::Jemalloc {
     fn slack(&self, size: usize, align: usize) -> usize {
         alloc_jemalloc::slack(size, align)
     }
+
+    #[inline(always)]
+    fn small_slack(&self, size: usize, align: usize) -> Option<usize> {
+        alloc_jemalloc::small_slack(size, align)
+    }
 }
 
 /// Where one block's tag lives.
@@ -83,8 +95,9 @@ unsafe impl SizeClasses for alloc_jemalloc::Jemalloc {
 pub(crate) enum Place {
     /// Two bytes after the requested ones.
     Trailer,
-    /// An entry of shadow table `0..3`.
-    Shadow(u8),
+    /// An entry of a shadow table: `table` is the table's first entry, `shift` log2 of its
+    /// granule, so a block at `addr` has its tag at `table + (addr >> shift)`.
+    Shadow { table: *mut u16, shift: u32 },
 }
 
 impl Place {
@@ -93,7 +106,7 @@ impl Place {
     pub fn extra(self) -> usize {
         match self {
             Place::Trailer => TAG_BYTES,
-            Place::Shadow(_) => 0,
+            Place::Shadow { .. } => 0,
         }
     }
 
@@ -107,8 +120,8 @@ impl Place {
         match self {
             // SAFETY: the caller guarantees `size + 2` writable bytes.
             Place::Trailer => unsafe { ptr.add(size).cast::<u16>().write_unaligned(component) },
-            Place::Shadow(t) => {
-                if let Some(entry) = shadow::entry(ptr, t) {
+            Place::Shadow { table, shift } => {
+                if let Some(entry) = shadow::entry(table, shift, ptr) {
                     // SAFETY: `entry` is inside the reserved shadow mapping (checked by `entry`).
                     unsafe { entry.write(component) }
                 }
@@ -126,8 +139,10 @@ impl Place {
         match self {
             // SAFETY: the governor wrote the trailer at this offset when it handed the block out.
             Place::Trailer => Some(unsafe { ptr.add(size).cast::<u16>().read_unaligned() }),
-            // SAFETY: as in `write`.
-            Place::Shadow(t) => shadow::entry(ptr, t).map(|e| unsafe { e.read() }),
+            Place::Shadow { table, shift } => {
+                // SAFETY: as in `write`.
+                shadow::entry(table, shift, ptr).map(|e| unsafe { e.read() })
+            }
         }
     }
 }
@@ -143,13 +158,29 @@ pub(crate) fn place<A: SizeClasses>(a: &A, size: usize, align: usize) -> Place {
     // only 8-aligned, too close together for the shadow's 16-byte granule; they take a trailer.
     let class = size.wrapping_add(slack);
     if slack < TAG_BYTES && class >= 16 {
-        match shadow::state() {
-            shadow::READY => Place::Shadow(shadow::table_for(class)),
-            shadow::FAILED => Place::Trailer,
-            _ => shadow::init_then_place(class),
+        match shadow::base() {
+            Some(base) => shadow::table(base, class),
+            None => shadow::decide_then_place(class),
         }
     } else {
         Place::Trailer
+    }
+}
+
+/// [`place`] for the common requests, in a few instructions and without a call; `None` for the
+/// rest (large or over-aligned requests, or before the shadow tables are set up), which take
+/// [`place`]. Where it answers, it answers as [`place`] does.
+#[inline(always)]
+pub(crate) fn place_fast<A: SizeClasses>(a: &A, size: usize, align: usize) -> Option<Place> {
+    if !A::KNOWN {
+        return Some(Place::Trailer);
+    }
+    let slack = a.small_slack(size, align)?;
+    let class = size + slack;
+    if slack < TAG_BYTES && class >= 16 {
+        shadow::base().map(|base| shadow::table(base, class))
+    } else {
+        Some(Place::Trailer)
     }
 }
 
@@ -157,114 +188,114 @@ pub(crate) fn place<A: SizeClasses>(a: &A, size: usize, align: usize) -> Place {
 pub(crate) mod shadow {
     use super::*;
 
-    pub(crate) const UNINIT: u8 = 0;
-    pub(crate) const READY: u8 = 1;
-    pub(crate) const FAILED: u8 = 2;
-
     #[cfg(target_arch = "aarch64")]
     const VA_BITS: u32 = 48;
     #[cfg(not(target_arch = "aarch64"))]
     const VA_BITS: u32 = 47;
 
     /// log2 of each table's granule.
-    const SHIFTS: [u32; 4] = [4, 8, 14, 14];
+    const SHIFTS: [u32; 3] = [4, 8, 14];
     const fn table_bytes(shift: u32) -> usize {
         (1usize << (VA_BITS - shift)) * 2
     }
-    const OFFSETS: [usize; 4] = [
+    const OFFSETS: [usize; 3] = [
         0,
         table_bytes(SHIFTS[0]),
-        table_bytes(SHIFTS[0]) + table_bytes(SHIFTS[1]),
         table_bytes(SHIFTS[0]) + table_bytes(SHIFTS[1]),
     ];
     const TOTAL: usize = OFFSETS[2] + table_bytes(SHIFTS[2]);
 
-    static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+    /// What `BASE` holds once the reservation failed: the tables are never used.
+    const FAILED: *mut u8 = std::ptr::dangling_mut::<u8>();
+
+    /// The reservation; null until the first exact-class request decides, [`FAILED`] if it could
+    /// not be made. Once non-null it never changes, so every block's place is decided once.
     static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 
+    /// The reservation, once it is made and usable.
     #[inline(always)]
-    pub(crate) fn state() -> u8 {
-        STATE.load(Ordering::Acquire)
+    pub(crate) fn base() -> Option<*mut u8> {
+        let base = BASE.load(Ordering::Acquire);
+        (base as usize > FAILED as usize).then_some(base)
     }
 
-    /// Table for a class: small under 1 KiB, small from 1 KiB, large (jemalloc's first large class
-    /// is 16 KiB).
+    /// The place for a block of `class` bytes: the small table under 1 KiB, the medium one up to
+    /// jemalloc's first large class (16 KiB), the large one from there.
     #[inline(always)]
-    pub(crate) fn table_for(class: usize) -> u8 {
-        if class < 1024 {
-            0
+    pub(crate) fn table(base: *mut u8, class: usize) -> Place {
+        let (offset, shift) = if class < 1024 {
+            (OFFSETS[0], SHIFTS[0])
         } else if class < 16 * 1024 {
-            1
+            (OFFSETS[1], SHIFTS[1])
         } else {
-            2
+            (OFFSETS[2], SHIFTS[2])
+        };
+        Place::Shadow {
+            // Stays inside the TOTAL-byte mapping at `base`.
+            table: base.wrapping_add(offset).cast(),
+            shift,
         }
     }
 
-    /// The entry for the block at `ptr` in table `t`; `None` for addresses beyond the tables.
+    /// The entry for the block at `ptr` in the table at `table` with granule `1 << shift`; `None`
+    /// for addresses beyond the tables.
     #[inline(always)]
-    pub(crate) fn entry(ptr: *const u8, t: u8) -> Option<*mut u16> {
+    pub(crate) fn entry(table: *mut u16, shift: u32, ptr: *const u8) -> Option<*mut u16> {
         let addr = ptr as usize;
         if addr >> VA_BITS != 0 {
             return None;
         }
-        let (offset, shift) = match t {
-            0 => (OFFSETS[0], SHIFTS[0]),
-            1 => (OFFSETS[1], SHIFTS[1]),
-            _ => (OFFSETS[2], SHIFTS[2]),
-        };
-        let base = BASE.load(Ordering::Relaxed);
-        // SAFETY: `addr < 2^VA_BITS`, so `addr >> shift` indexes inside table `t`, which lies
-        // inside the TOTAL-byte mapping at `base` (state READY, so `base` is that mapping).
-        Some(unsafe { base.add(offset + (addr >> shift) * 2) }.cast::<u16>())
+        // `addr < 2^VA_BITS`, so `addr >> shift` indexes inside the table, which lies inside the
+        // reservation (a table made by `table` from a usable base).
+        Some(table.wrapping_add(addr >> shift))
     }
 
-    /// Reserves the tables (first exact-class request), then places the block.
+    /// Reserves the tables (first exact-class request), or learns that they cannot be had, then
+    /// places the block.
     #[cold]
     #[inline(never)]
-    pub(crate) fn init_then_place(class: usize) -> Place {
-        // Each racing thread maps its own reservation; the first to publish wins and the others
-        // unmap theirs. Nobody waits.
-        // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so no memory is committed up front.
-        let mem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                TOTAL,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if mem == libc::MAP_FAILED {
-            let _ = STATE.compare_exchange(UNINIT, FAILED, Ordering::AcqRel, Ordering::Acquire);
-        } else {
-            if BASE
-                .compare_exchange(
+    pub(crate) fn decide_then_place(class: usize) -> Place {
+        if BASE.load(Ordering::Acquire).is_null() {
+            // Each racing thread maps its own reservation; the first to publish wins and the
+            // others unmap theirs. Nobody waits.
+            // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so no memory is committed up front.
+            let mem = unsafe {
+                libc::mmap(
                     std::ptr::null_mut(),
-                    mem.cast(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
+                    TOTAL,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
                 )
-                .is_err()
-            {
-                // Another thread's reservation is published; ours is not needed.
+            };
+            let ours = if mem == libc::MAP_FAILED {
+                FAILED
+            } else {
+                mem.cast()
+            };
+            let published = BASE.compare_exchange(
+                std::ptr::null_mut(),
+                ours,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if published.is_err() && ours != FAILED {
+                // Another thread decided first; our reservation is not needed.
                 // SAFETY: `mem` is our own mapping of TOTAL bytes, never shared.
                 unsafe { libc::munmap(mem, TOTAL) };
             }
-            // BASE is set (by us or the winner) before READY can be stored.
-            let _ = STATE.compare_exchange(UNINIT, READY, Ordering::AcqRel, Ordering::Acquire);
         }
         // Whatever was decided first is final for the life of the process.
-        if state() == READY {
-            Place::Shadow(table_for(class))
-        } else {
-            Place::Trailer
+        match base() {
+            Some(base) => table(base, class),
+            None => Place::Trailer,
         }
     }
 
     /// Shadow-table bytes reserved (address space, not memory).
     pub(crate) fn reserved_bytes() -> usize {
-        if state() == READY {
+        if base().is_some() {
             TOTAL
         } else {
             0

@@ -355,6 +355,71 @@ impl Block {
         }
     }
 
+    /// The fast half of an allocation: spends its credit and records it, all or nothing. False
+    /// (nothing done) when anything needs the slow half: a credit runs short, the limits changed,
+    /// the record is due to be listed or flushed, or histograms are on.
+    #[inline(always)]
+    fn try_alloc(&self, comp: u16, size: u64, trailer: bool) -> bool {
+        let r = self.record(comp);
+        let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
+        let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
+        let before = r.allocs.load(Relaxed);
+        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        if ((c | g) < 0) | stale | settle_due(before) | histogram::ENABLED.load(Relaxed) {
+            return false;
+        }
+        r.credit.store(c, Relaxed);
+        self.credit.store(g, Relaxed);
+        r.allocs
+            .store(before + 1 + ((trailer as u64) << 32), Relaxed);
+        let allocated = bump(&r.allocated, size);
+        let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
+        if live > r.high.load(Relaxed) {
+            r.high.store(live, Relaxed);
+        }
+        true
+    }
+
+    /// Takes back an allocation recorded by [`try_alloc`](Self::try_alloc) that the inner
+    /// allocator then refused. If a flush ran in between (only possible if the inner allocator
+    /// re-entered the governor), the record no longer holds it, and it is recorded as a free.
+    #[cold]
+    #[inline(never)]
+    fn undo_alloc(&self, comp: u16, size: u64, trailer: bool) {
+        let r = self.record(comp);
+        let one = 1 + ((trailer as u64) << 32);
+        let allocs = r.allocs.load(Relaxed);
+        let allocated = r.allocated.load(Relaxed);
+        if allocs & COUNT_MASK >= 1 && allocs >> 32 >= trailer as u64 && allocated >= size {
+            r.allocs.store(allocs - one, Relaxed);
+            r.allocated.store(allocated - size, Relaxed);
+            self.credit_back(comp, size);
+        } else {
+            self.free(comp, size, trailer);
+        }
+    }
+
+    /// The fast half of a free: records it and gives its credit back, all or nothing. False
+    /// (nothing done) when the slow half is needed: a credit grows past its cap, the limits
+    /// changed, or the record is due to be listed or flushed.
+    #[inline(always)]
+    fn try_free(&self, comp: u16, size: u64, trailer: bool) -> bool {
+        let r = self.record(comp);
+        let c = r.credit.load(Relaxed).wrapping_add(size as i64);
+        let g = self.credit.load(Relaxed).wrapping_add(size as i64);
+        let before = r.frees.load(Relaxed);
+        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        if (c.max(g) > MAX_CREDIT) | stale | settle_due(before) {
+            return false;
+        }
+        r.credit.store(c, Relaxed);
+        self.credit.store(g, Relaxed);
+        r.frees
+            .store(before + 1 + ((trailer as u64) << 32), Relaxed);
+        bump(&r.freed, size);
+        true
+    }
+
     /// Records the statistics of an allocation (its credit was spent by `admit`).
     #[inline(always)]
     fn alloc(&self, comp: u16, size: u64, trailer: bool) {
@@ -621,6 +686,35 @@ impl ThreadState {
         match self.block() {
             Some(block) => block.admit(comp, size as u64),
             None => self.admit_slow(comp, size as u64),
+        }
+    }
+
+    /// The fast half of an allocation of `size` bytes in `comp`: budget and statistics at once.
+    /// False, with nothing done, when the caller must take the full path
+    /// ([`admit`](Self::admit), then [`record_alloc`](Self::record_alloc)).
+    #[inline(always)]
+    pub fn try_alloc(&self, comp: u16, size: usize, trailer: bool) -> bool {
+        match self.block() {
+            Some(block) => block.try_alloc(comp, size as u64, trailer),
+            None => false,
+        }
+    }
+
+    /// Takes back a [`try_alloc`](Self::try_alloc) whose block the inner allocator refused.
+    #[inline(always)]
+    pub fn undo_alloc(&self, comp: u16, size: usize, trailer: bool) {
+        if let Some(block) = self.block() {
+            block.undo_alloc(comp, size as u64, trailer);
+        }
+    }
+
+    /// The fast half of a free of `size` bytes from `comp`. False, with nothing done, when the
+    /// caller must take the full path ([`record_free`](Self::record_free)).
+    #[inline(always)]
+    pub fn try_free(&self, comp: u16, size: usize, trailer: bool) -> bool {
+        match self.block() {
+            Some(block) => block.try_free(comp, size as u64, trailer),
+            None => false,
         }
     }
 

@@ -81,6 +81,25 @@ pub fn slack(size: usize, align: usize) -> usize {
     usable_size(size, align).wrapping_sub(size)
 }
 
+/// [`slack`] from the table alone: `Some` for requests under 16 KiB at alignments up to the
+/// quantum (except a size of 8 bytes or less at 16-byte alignment), `None` for the rest.
+///
+/// ```
+/// assert_eq!(alloc_jemalloc::small_slack(100, 8), Some(12));
+/// assert_eq!(alloc_jemalloc::small_slack(1 << 20, 8), None);
+/// ```
+#[inline(always)]
+pub fn small_slack(size: usize, align: usize) -> Option<usize> {
+    // At alignments up to 8 the table is exact for every size; at 16 the classes of 8 bytes and
+    // less move up to 16.
+    let aligned = (align <= 8) | ((align <= QUANTUM) & (size > 8));
+    if (size < SMALL_SLACK_LIMIT) & aligned {
+        Some(SMALL_SLACK[size] as usize)
+    } else {
+        None
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn nallocx(size: usize, align: usize) -> usize {
@@ -131,6 +150,21 @@ mod tests {
                         nallocx(size, align).wrapping_sub(size),
                         "size {size} align {align}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_slack_agrees_with_slack_wherever_it_answers() {
+        for align in [1usize, 2, 4, 8, 16, 32] {
+            for size in 0..SMALL_SLACK_LIMIT + 100 {
+                let small = small_slack(size, align);
+                let answers = size < SMALL_SLACK_LIMIT && (align <= 8 || (align == 16 && size > 8));
+                assert_eq!(small.is_some(), answers, "size {size} align {align}");
+                if let Some(small) = small {
+                    let exact = nallocx(size, align) - size;
+                    assert_eq!(small, exact.min(255), "size {size} align {align}");
                 }
             }
         }
