@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 static RAW_JEMALLOC: Jemalloc = Jemalloc;
 static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
+static FORWARD_JEMALLOC: Forward = Forward;
+static THREAD_COUNTER_JEMALLOC: ThreadCounter = ThreadCounter;
 static RAW_SYSTEM: System = System;
 static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
 
@@ -19,13 +21,86 @@ const LIVE_SET: usize = 4096;
 
 type Alloc = &'static (dyn GlobalAlloc + Sync);
 
-fn allocators() -> [(&'static str, Alloc); 4] {
+fn allocators() -> [(&'static str, Alloc); 6] {
     [
         ("jemalloc", &RAW_JEMALLOC),
         ("governor-jemalloc", &GOV_JEMALLOC),
         ("system", &RAW_SYSTEM),
         ("governor-system", &GOV_SYSTEM),
+        ("reference-forward-jemalloc", &FORWARD_JEMALLOC),
+        (
+            "reference-thread-counter-jemalloc",
+            &THREAD_COUNTER_JEMALLOC,
+        ),
     ]
+}
+
+/// Reference point, not a product: a wrapper that forwards all four methods to jemalloc and does
+/// nothing else. What one more allocator layer costs in this harness.
+struct Forward;
+
+// SAFETY: forwards every call unchanged.
+unsafe impl GlobalAlloc for Forward {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.alloc(layout) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.alloc_zeroed(layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.realloc(ptr, layout, new_size) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// Reference point, not a product: the cheapest accounting wrapper there is, a thread-local byte
+/// count, no component and no tag. A floor for any allocator that counts per thread.
+struct ThreadCounter;
+
+thread_local! {
+    static THREAD_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: u64) {
+    let _ = THREAD_BYTES.try_with(|b| b.set(b.get().wrapping_add(delta)));
+}
+
+// SAFETY: forwards every call unchanged; the count is a side effect only.
+unsafe impl GlobalAlloc for ThreadCounter {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as u64);
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.alloc(layout) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as u64);
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.alloc_zeroed(layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count((new_size as u64).wrapping_sub(layout.size() as u64));
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.realloc(ptr, layout, new_size) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count((layout.size() as u64).wrapping_neg());
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.dealloc(ptr, layout) }
+    }
 }
 
 fn pair(a: Alloc, layout: Layout) {

@@ -100,6 +100,8 @@ fn main() {
     memgov::set_budget(name, Limits::hard(1 << 30)).unwrap();
     // Made outside the scope, so that the component's live bytes end at zero.
     let mut failures: Vec<(usize, Figures, Figures, usize)> = Vec::with_capacity(4096);
+    // With histograms on, a refused allocation must not be counted either.
+    memgov::set_histograms(true);
     let scope = memgov::component_scope(name);
     let layout = Layout::from_size_align(48, 8).unwrap();
     // SAFETY: non-zero size.
@@ -137,6 +139,11 @@ fn main() {
     unsafe { GLOBAL.dealloc(held, layout) };
     drop(scope);
     let end = figures(name);
+    let sizes = {
+        // Read in another component: the histogram allocates.
+        let _reader = memgov::component_scope("inner-failure-reader");
+        memgov::stats::size_histogram(name).expect("component registered")
+    };
 
     if let Some((round, expected, got, granted)) = failures.first() {
         panic!(
@@ -146,6 +153,11 @@ fn main() {
         );
     }
     assert_eq!((end.live, end.allocs - end.frees), (0, 0), "{end:?}");
+    assert_eq!(
+        sizes.count(),
+        end.allocs,
+        "sizes counted vs allocations made"
+    );
     println!(
         "inner_failure: 3000 rounds of refused alloc, alloc_zeroed and realloc: figures unchanged"
     );

@@ -357,7 +357,8 @@ impl Block {
 
     /// The fast half of an allocation: spends its credit and records it, all or nothing. False
     /// (nothing done) when anything needs the slow half: a credit runs short, the limits changed,
-    /// the record is due to be listed or flushed, or histograms are on.
+    /// the record is due to be listed or flushed, or histograms are on (the slow half counts the
+    /// size once the inner allocator has said yes).
     #[inline(always)]
     fn try_alloc(&self, comp: u16, size: u64, trailer: bool) -> bool {
         let r = self.record(comp);
