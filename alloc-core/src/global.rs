@@ -227,10 +227,8 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     #[inline(always)]
     unsafe fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        if out_of_range(size, align) {
-            return ptr::null_mut();
-        }
-        let Some(place) = tag::place_fast(&self.inner, size, align) else {
+        // `place_fast` answers only for requests within LIMIT; the slow path checks the others.
+        let Some(place) = tag::place_fast(&self.inner, size, align, LIMIT) else {
             // SAFETY: forwarded contract.
             return unsafe { self.allocate_slow(layout, zeroed) };
         };
@@ -274,11 +272,14 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     /// The whole of an allocation, one step at a time: admit, allocate, tag, record.
     ///
     /// # Safety
-    /// As `GlobalAlloc::alloc`, with `layout` in range.
+    /// As `GlobalAlloc::alloc`.
     #[cold]
     #[inline(never)]
     unsafe fn allocate_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
+        if out_of_range(size, align) {
+            return ptr::null_mut();
+        }
         let place = tag::place(&self.inner, size, align);
         let st = thread::state();
         let comp = current(st);
@@ -337,7 +338,7 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         // The block was allocated with this layout, so it is in range and its tag is at `place`.
-        let fast = tag::place_fast(&self.inner, size, align).and_then(|place| {
+        let fast = tag::place_fast(&self.inner, size, align, LIMIT).and_then(|place| {
             // SAFETY: the caller passes a live block from this allocator with its layout.
             let comp = unsafe { read_owner(ptr, size, place) }?;
             let st = thread::state()?;

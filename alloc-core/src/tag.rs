@@ -29,6 +29,9 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 /// Bytes a trailer tag adds to a request.
 pub const TAG_BYTES: usize = 2;
 
+/// [`SizeClasses::small_slack`] answers only for sizes and alignments below this.
+pub const SMALL_LIMIT: usize = 1 << 20;
+
 /// What the governor knows about the inner allocator's size classes.
 ///
 /// # Safety
@@ -54,7 +57,8 @@ pub unsafe trait SizeClasses {
     }
 
     /// [`slack`](Self::slack) for the requests it can answer in a few instructions without a
-    /// call (typically small sizes at ordinary alignments), `None` for the others.
+    /// call (typically small sizes at ordinary alignments), `None` for the others. Answers only
+    /// for sizes and alignments below [`SMALL_LIMIT`] (the governor skips its range check then).
     #[inline(always)]
     fn small_slack(&self, _size: usize, _align: usize) -> Option<usize> {
         None
@@ -170,13 +174,22 @@ pub(crate) fn place<A: SizeClasses>(a: &A, size: usize, align: usize) -> Place {
 
 /// [`place`] for the common requests, in a few instructions and without a call; `None` for the
 /// rest (large or over-aligned requests, or before the shadow tables are set up), which take
-/// [`place`]. Where it answers, it answers as [`place`] does.
+/// [`place`]. Where it answers, it answers as [`place`] does, and only for requests whose size and
+/// alignment are both below `limit` (which the caller then need not check).
 #[inline(always)]
-pub(crate) fn place_fast<A: SizeClasses>(a: &A, size: usize, align: usize) -> Option<Place> {
+pub(crate) fn place_fast<A: SizeClasses>(
+    a: &A,
+    size: usize,
+    align: usize,
+    limit: usize,
+) -> Option<Place> {
     if !A::KNOWN {
-        return Some(Place::Trailer);
+        return ((size | align) < limit).then_some(Place::Trailer);
     }
+    // `small_slack` answers only below SMALL_LIMIT (the trait's contract), so within `limit`.
+    debug_assert!(limit >= SMALL_LIMIT);
     let slack = a.small_slack(size, align)?;
+    debug_assert!((size | align) < SMALL_LIMIT);
     let class = size + slack;
     if slack < TAG_BYTES && class >= 16 {
         // `small_slack` answers below 16 KiB only, so the class is at most 16 KiB.

@@ -92,9 +92,11 @@ pub fn slack(size: usize, align: usize) -> usize {
 pub fn small_slack(size: usize, align: usize) -> Option<usize> {
     // At alignments up to 8 the table is exact for every size; at 16 the classes of 8 bytes and
     // less move up to 16, so those sizes are left out.
-    let answered = ((size < SMALL_SLACK_LIMIT) & (align <= 8))
-        || (align == QUANTUM && size > 8 && size < SMALL_SLACK_LIMIT);
-    answered.then(|| SMALL_SLACK[size] as usize)
+    let answered = align <= 8 || (align == QUANTUM && size > 8);
+    match SMALL_SLACK.get(size) {
+        Some(&slack) if answered => Some(slack as usize),
+        _ => None,
+    }
 }
 
 #[cold]
