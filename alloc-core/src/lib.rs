@@ -87,7 +87,7 @@ pub use scope::{
 pub use stats::{
     component_stats, flush_thread, global_stats, snapshot, ComponentStats, GlobalStats, Snapshot,
 };
-pub use tag::{SizeClasses, SMALL_LIMIT, TAG_BYTES};
+pub use tag::{tag_shift, SizeClasses, SMALL_LIMIT, TAG_BYTES};
 
 /// A thread folds a component's batched statistics into the shared counters every this many
 /// allocations, frees or reallocs.

@@ -63,7 +63,54 @@ pub unsafe trait SizeClasses {
     fn small_slack(&self, _size: usize, _align: usize) -> Option<usize> {
         None
     }
+
+    /// Where the governor keeps the tag of a request that [`small_slack`](Self::small_slack)
+    /// answers for, as [`tag_shift`] of its size and class; `None` where `small_slack` is `None`.
+    /// The default derives it from `small_slack`; an implementation may answer from a table, and
+    /// must answer the same.
+    #[inline(always)]
+    fn small_tag_shift(&self, size: usize, align: usize) -> Option<u8> {
+        let slack = self.small_slack(size, align)?;
+        Some(tag_shift(size, size + slack))
+    }
 }
+
+/// Where the governor keeps the tag of a request of `size` bytes whose class is `class` bytes:
+/// 0 for a trailer (at least [`TAG_BYTES`] of slack, or a class under 16 bytes), else log2 of the
+/// granule of the shadow table that holds it (16 B for classes under 1 KiB, 256 B up to 16 KiB,
+/// 16 KiB beyond).
+///
+/// ```
+/// use alloc_core::tag_shift;
+/// assert_eq!(tag_shift(100, 112), 0);
+/// assert_eq!(tag_shift(64, 64), 4);
+/// assert_eq!(tag_shift(4096, 4096), 8);
+/// assert_eq!(tag_shift(1 << 20, 1 << 20), 14);
+/// ```
+pub const fn tag_shift(size: usize, class: usize) -> u8 {
+    if class.wrapping_sub(size) >= TAG_BYTES || class < 16 {
+        0
+    } else if class < 1024 {
+        4
+    } else if class <= 16 * 1024 {
+        8
+    } else {
+        14
+    }
+}
+
+/// [`tag_shift`] for every size under 16 KiB over jemalloc, at the alignments its size table
+/// covers.
+#[cfg(feature = "jemalloc")]
+static JEMALLOC_TAG_SHIFT: [u8; alloc_jemalloc::SMALL_SLACK_LIMIT] = {
+    let mut table = [0u8; alloc_jemalloc::SMALL_SLACK_LIMIT];
+    let mut size = 0;
+    while size < table.len() {
+        table[size] = tag_shift(size, alloc_jemalloc::usable_size_const(size));
+        size += 1;
+    }
+    table
+};
 
 // SAFETY: KNOWN is false, so nothing is promised.
 unsafe impl SizeClasses for std::alloc::System {}
@@ -92,6 +139,14 @@ unsafe impl SizeClasses for alloc_jemalloc::Jemalloc {
     #[inline(always)]
     fn small_slack(&self, size: usize, align: usize) -> Option<usize> {
         alloc_jemalloc::small_slack(size, align)
+    }
+
+    #[inline(always)]
+    fn small_tag_shift(&self, size: usize, align: usize) -> Option<u8> {
+        match JEMALLOC_TAG_SHIFT.get(size) {
+            Some(&shift) if alloc_jemalloc::small_alignment(size, align) => Some(shift),
+            _ => None,
+        }
     }
 }
 
@@ -158,17 +213,16 @@ pub(crate) fn place<A: SizeClasses>(a: &A, size: usize, align: usize) -> Place {
     if !A::KNOWN {
         return Place::Trailer;
     }
-    let slack = a.slack(size, align);
     // A slack of 0 or 1 byte: the request is (almost) exactly a class. Classes under 16 bytes are
     // only 8-aligned, too close together for the shadow's 16-byte granule; they take a trailer.
-    let class = size.wrapping_add(slack);
-    if slack < TAG_BYTES && class >= 16 {
-        match shadow::base() {
-            Some(base) => shadow::table(base, class),
-            None => shadow::decide_then_place(class),
-        }
-    } else {
-        Place::Trailer
+    // (`slack` may be capped at 255, which changes nothing here.)
+    let shift = tag_shift(size, size.wrapping_add(a.slack(size, align)));
+    if shift == 0 {
+        return Place::Trailer;
+    }
+    match shadow::base() {
+        Some(base) => shadow::table(base, shift),
+        None => shadow::decide_then_place(shift),
     }
 }
 
@@ -188,14 +242,12 @@ pub(crate) fn place_fast<A: SizeClasses>(
     }
     // `small_slack` answers only below SMALL_LIMIT (the trait's contract), so within `limit`.
     debug_assert!(limit >= SMALL_LIMIT);
-    let slack = a.small_slack(size, align)?;
+    let shift = a.small_tag_shift(size, align)?;
     debug_assert!((size | align) < SMALL_LIMIT);
-    let class = size + slack;
-    if slack < TAG_BYTES && class >= 16 {
-        // `small_slack` answers below 16 KiB only, so the class is at most 16 KiB.
-        shadow::base().map(|base| shadow::table_up_to_16k(base, class))
-    } else {
+    if shift == 0 {
         Some(Place::Trailer)
+    } else {
+        shadow::base().map(|base| shadow::small_table(base, shift))
     }
 }
 
@@ -234,29 +286,31 @@ pub(crate) mod shadow {
         (base as usize > FAILED as usize).then_some(base)
     }
 
-    /// The place for a block of `class` bytes: the small table under 1 KiB, the medium one up to
-    /// 16 KiB (jemalloc's largest small class is 14 KiB, and its first large one 16 KiB), the
-    /// large one beyond.
+    /// The place in the table with granule `1 << shift` (a non-zero [`tag_shift`]).
     #[inline(always)]
-    pub(crate) fn table(base: *mut u8, class: usize) -> Place {
-        if class > 16 * 1024 {
-            return Place::Shadow {
-                // Stays inside the TOTAL-byte mapping at `base`.
-                table: base.wrapping_add(OFFSETS[2]).cast(),
-                shift: SHIFTS[2],
-            };
-        }
-        table_up_to_16k(base, class)
-    }
-
-    /// [`table`] for a class of at most 16 KiB, without a branch.
-    #[inline(always)]
-    pub(crate) fn table_up_to_16k(base: *mut u8, class: usize) -> Place {
-        let medium = (class >= 1024) as usize;
+    pub(crate) fn table(base: *mut u8, shift: u8) -> Place {
+        let offset = match shift {
+            4 => OFFSETS[0],
+            8 => OFFSETS[1],
+            _ => OFFSETS[2],
+        };
         Place::Shadow {
             // Stays inside the TOTAL-byte mapping at `base`.
-            table: base.wrapping_add(medium * OFFSETS[1]).cast(),
-            shift: SHIFTS[0] + medium as u32 * (SHIFTS[1] - SHIFTS[0]),
+            table: base.wrapping_add(offset).cast(),
+            shift: shift as u32,
+        }
+    }
+
+    /// [`table`] for the shifts of classes up to 16 KiB (4 and 8), without a branch.
+    #[inline(always)]
+    pub(crate) fn small_table(base: *mut u8, shift: u8) -> Place {
+        debug_assert!(shift == SHIFTS[0] as u8 || shift == SHIFTS[1] as u8);
+        // 4 >> 3 == 0 and 8 >> 3 == 1: the first or the second table.
+        let second = (shift >> 3) as usize;
+        Place::Shadow {
+            // Stays inside the TOTAL-byte mapping at `base`.
+            table: base.wrapping_add(second * OFFSETS[1]).cast(),
+            shift: shift as u32,
         }
     }
 
@@ -277,7 +331,7 @@ pub(crate) mod shadow {
     /// places the block.
     #[cold]
     #[inline(never)]
-    pub(crate) fn decide_then_place(class: usize) -> Place {
+    pub(crate) fn decide_then_place(shift: u8) -> Place {
         if BASE.load(Ordering::Acquire).is_null() {
             // Each racing thread maps its own reservation; the first to publish wins and the
             // others unmap theirs. Nobody waits.
@@ -311,7 +365,7 @@ pub(crate) mod shadow {
         }
         // Whatever was decided first is final for the life of the process.
         match base() {
-            Some(base) => table(base, class),
+            Some(base) => table(base, shift),
             None => Place::Trailer,
         }
     }
@@ -323,5 +377,62 @@ pub(crate) mod shadow {
         } else {
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast placement answers as the full one wherever it answers, over jemalloc's table
+    /// and over the trait's default derivation alike.
+    #[cfg(feature = "jemalloc")]
+    #[test]
+    fn fast_placement_agrees_with_full_placement() {
+        use alloc_jemalloc::Jemalloc;
+        /// jemalloc's classes through the trait's default `small_tag_shift`.
+        struct Derived;
+        // SAFETY: forwards to jemalloc's answers; used only to compare placements here.
+        unsafe impl SizeClasses for Derived {
+            const KNOWN: bool = <Jemalloc as SizeClasses>::KNOWN;
+            fn size_class(&self, size: usize, align: usize) -> usize {
+                Jemalloc.size_class(size, align)
+            }
+            fn small_slack(&self, size: usize, align: usize) -> Option<usize> {
+                Jemalloc.small_slack(size, align)
+            }
+        }
+        // Decide the shadow tables first, as the first exact-class request would.
+        let _ = place(&Jemalloc, 4096, 8);
+        let mut answered = 0;
+        for align in [1usize, 2, 4, 8, 16, 32] {
+            for size in 0..alloc_jemalloc::SMALL_SLACK_LIMIT + 64 {
+                let table = Jemalloc.small_tag_shift(size, align);
+                assert_eq!(
+                    table,
+                    Derived.small_tag_shift(size, align),
+                    "{size} at {align}"
+                );
+                let full = place(&Jemalloc, size, align);
+                if let Some(fast) = place_fast(&Jemalloc, size, align, usize::MAX) {
+                    assert_eq!(fast, full, "{size} at {align}");
+                    answered += 1;
+                }
+            }
+        }
+        // Every size under 16 KiB at alignments up to 8, and those over 8 bytes at 16.
+        let limit = alloc_jemalloc::SMALL_SLACK_LIMIT;
+        assert_eq!(answered, 4 * limit + (limit - 9));
+    }
+
+    #[test]
+    fn tag_shift_follows_the_granules() {
+        assert_eq!(tag_shift(0, 8), 0);
+        assert_eq!(tag_shift(8, 8), 0, "classes under 16 bytes take a trailer");
+        assert_eq!(tag_shift(15, 16), 4, "one byte of slack is not enough");
+        assert_eq!(tag_shift(14, 16), 0);
+        assert_eq!(tag_shift(1023, 1024), 8);
+        assert_eq!(tag_shift(16384, 16384), 8);
+        assert_eq!(tag_shift(20480, 20480), 14);
     }
 }

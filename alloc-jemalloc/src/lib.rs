@@ -47,7 +47,10 @@ pub use ctl::{
     startup_dirty_decay_ms, startup_muzzy_decay_ms, Decay, ARENAS_ALL,
 };
 pub use error::CtlError;
-pub use size_class::{slack, small_slack, usable_size, QUANTUM, SMALL_SLACK, SMALL_SLACK_LIMIT};
+pub use size_class::{
+    slack, small_alignment, small_slack, usable_size, usable_size_const, QUANTUM, SMALL_SLACK,
+    SMALL_SLACK_LIMIT,
+};
 pub use stats::{compact, refresh, stats, stats_read, ArenaPages, CompactReport, JemallocStats};
 
 use std::alloc::{GlobalAlloc, Layout};

@@ -90,13 +90,34 @@ pub fn slack(size: usize, align: usize) -> usize {
 /// ```
 #[inline(always)]
 pub fn small_slack(size: usize, align: usize) -> Option<usize> {
-    // At alignments up to 8 the table is exact for every size; at 16 the classes of 8 bytes and
-    // less move up to 16, so those sizes are left out.
-    let answered = align <= 8 || (align == QUANTUM && size > 8);
     match SMALL_SLACK.get(size) {
-        Some(&slack) if answered => Some(slack as usize),
+        Some(&slack) if small_alignment(size, align) => Some(slack as usize),
         _ => None,
     }
+}
+
+/// Whether a request of `size` bytes (under [`SMALL_SLACK_LIMIT`]) at `align` has the class the
+/// size tables give: at alignments up to 8 every size does; at 16 the classes of 8 bytes and less
+/// move up to 16, so those sizes do not.
+///
+/// ```
+/// assert!(alloc_jemalloc::small_alignment(100, 8));
+/// assert!(!alloc_jemalloc::small_alignment(8, 16));
+/// ```
+#[inline(always)]
+pub fn small_alignment(size: usize, align: usize) -> bool {
+    align <= 8 || (align == QUANTUM && size > 8)
+}
+
+/// [`usable_size`] as a `const fn`, for alignments up to [`QUANTUM`] and sizes up to 2^40: for
+/// building tables at compile time.
+///
+/// ```
+/// const CLASS: usize = alloc_jemalloc::usable_size_const(4097);
+/// assert_eq!(CLASS, 5120);
+/// ```
+pub const fn usable_size_const(size: usize) -> usize {
+    formula(size)
 }
 
 #[cold]
