@@ -25,7 +25,7 @@ use crate::pressure::{self, Level};
 use crate::registry::{self, ComponentId, NameError, CAPACITY};
 use crossbeam_utils::CachePadded;
 use std::fmt;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
 
 /// Credit a thread charges at a time while the limit is far.
@@ -297,10 +297,23 @@ static COMPONENTS: [CachePadded<Entity>; CAPACITY] =
 static PROCESS: CachePadded<Entity> = CachePadded::new(Entity::new());
 /// True once any limit has been set: until then nothing needs re-evaluating pressure.
 pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
-/// Bumped on every limit change. Threads compare it with the epoch of their credit before spending
-/// any, and hand their credit back when it moved: credit charged under a higher limit must not be
-/// spent under a lower one.
+/// Moves on by [`EPOCH_STEP`] on every limit change. Threads compare it with the epoch of their
+/// credit before spending any, and hand their credit back when it moved: credit charged under a
+/// higher limit must not be spent under a lower one. Bit 0 ([`HISTOGRAMS_BIT`]) is set while
+/// size histograms are on, so that the allocation fast path tests both with one compare (a
+/// block's epoch never has it, so with histograms on every allocation takes the slow path, which
+/// counts sizes).
 pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// What a limit change adds to [`LIMIT_EPOCH`].
+pub(crate) const EPOCH_STEP: u64 = 2;
+/// The bit of [`LIMIT_EPOCH`] that says histograms are on.
+pub(crate) const HISTOGRAMS_BIT: u64 = 1;
+
+/// The limit epoch without [`HISTOGRAMS_BIT`]: what a thread's credit is charged under.
+#[inline(always)]
+pub(crate) fn credit_epoch() -> u64 {
+    LIMIT_EPOCH.load(Acquire) & !HISTOGRAMS_BIT
+}
 /// How many budgets have more bytes charged than their hard limit allows (a limit was lowered
 /// below usage). While any has, threads spend no credit at all: every allocation charges exactly
 /// what it needs, so none can pass a limit, until usage is back under every limit.
@@ -364,7 +377,7 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     entity.soft.store(limits.soft.unwrap_or(NONE), Relaxed);
     entity.update_over();
     ANY_LIMIT.store(true, Relaxed);
-    LIMIT_EPOCH.fetch_add(1, Release);
+    LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
     crate::abort_line::install();
     Ok(())
 }

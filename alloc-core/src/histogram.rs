@@ -30,7 +30,14 @@ pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
 /// alloc_core::set_histograms(false);
 /// ```
 pub fn set_histograms(on: bool) {
+    use crate::budget::{HISTOGRAMS_BIT, LIMIT_EPOCH};
     ENABLED.store(on, Relaxed);
+    // The allocation fast path sees this bit and leaves counting to the slow path.
+    if on {
+        LIMIT_EPOCH.fetch_or(HISTOGRAMS_BIT, Release);
+    } else {
+        LIMIT_EPOCH.fetch_and(!HISTOGRAMS_BIT, Release);
+    }
 }
 
 /// Whether allocation sizes are being recorded.

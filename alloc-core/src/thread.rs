@@ -226,7 +226,7 @@ impl Block {
         let r = self.record(comp);
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
-        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        let stale = self.epoch.load(Relaxed) != budget::credit_epoch();
         if ((c | g) < 0) | stale {
             return self.admit_slow(comp, size);
         }
@@ -293,7 +293,7 @@ impl Block {
     #[cold]
     #[inline(never)]
     fn refresh(&self) -> bool {
-        let epoch = budget::LIMIT_EPOCH.load(Acquire);
+        let epoch = budget::credit_epoch();
         let strict = budget::strict();
         if self.epoch.load(Relaxed) != epoch || strict {
             self.return_all_credit();
@@ -312,7 +312,7 @@ impl Block {
         let g = self.credit.load(Relaxed).wrapping_add(size as i64);
         r.credit.store(c, Relaxed);
         self.credit.store(g, Relaxed);
-        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        let stale = self.epoch.load(Relaxed) != budget::credit_epoch();
         if (c.max(g) > MAX_CREDIT) | stale {
             if stale {
                 self.refresh();
@@ -365,8 +365,9 @@ impl Block {
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
         let before = r.allocs.load(Relaxed);
+        // Also unequal while histograms are on (see `budget::LIMIT_EPOCH`).
         let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
-        if ((c | g) < 0) | stale | settle_due(before) | histogram::ENABLED.load(Relaxed) {
+        if ((c | g) < 0) | stale | settle_due(before) {
             return false;
         }
         r.credit.store(c, Relaxed);
@@ -409,7 +410,7 @@ impl Block {
         let c = r.credit.load(Relaxed).wrapping_add(size as i64);
         let g = self.credit.load(Relaxed).wrapping_add(size as i64);
         let before = r.frees.load(Relaxed);
-        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        let stale = self.epoch.load(Relaxed) != budget::credit_epoch();
         if (c.max(g) > MAX_CREDIT) | stale | settle_due(before) {
             return false;
         }
@@ -531,9 +532,7 @@ fn claim_block() -> *const Block {
                 .is_ok()
     });
     if let Some(block) = claimed {
-        block
-            .epoch
-            .store(budget::LIMIT_EPOCH.load(Acquire), Relaxed);
+        block.epoch.store(budget::credit_epoch(), Relaxed);
         BLOCKS_IN_USE.fetch_add(1, Relaxed);
         return block;
     }
@@ -558,9 +557,7 @@ fn claim_block() -> *const Block {
     // the compare-exchange below publishes it.
     unsafe {
         (*block).in_use.store(true, Relaxed);
-        (*block)
-            .epoch
-            .store(budget::LIMIT_EPOCH.load(Acquire), Relaxed);
+        (*block).epoch.store(budget::credit_epoch(), Relaxed);
         let mut head = BLOCKS.load(Relaxed);
         loop {
             (*block).next = head;
