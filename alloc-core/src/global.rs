@@ -248,8 +248,9 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             }
             return ptr;
         }
-        // SAFETY: the block was made for `layout` with its tag at `place`.
-        unsafe { place.write(ptr, size, comp) };
+        // SAFETY: the block was made for `layout` with its tag at `place`, found again from its
+        // shift (so that the table pointer need not be kept across the call).
+        unsafe { Place::from_small_shift(place.shift()).write(ptr, size, comp) };
         ptr
     }
 

@@ -207,6 +207,32 @@ impl Place {
     }
 }
 
+impl Place {
+    /// The place's [`tag_shift`]: 0 for a trailer.
+    #[inline(always)]
+    pub fn shift(self) -> u8 {
+        match self {
+            Place::Trailer => 0,
+            Place::Shadow { shift, .. } => shift as u8,
+        }
+    }
+
+    /// The place [`place_fast`] gave with this [`shift`](Self::shift), found again: the fast path
+    /// carries only the shift across the inner allocator's call, which leaves fewer registers to
+    /// save. Not for a shift of 14 (only the full placement gives that).
+    #[inline(always)]
+    pub fn from_small_shift(shift: u8) -> Place {
+        if shift == 0 {
+            return Place::Trailer;
+        }
+        // A shadow place was given, so the tables are ready, and stay so.
+        match shadow::base() {
+            Some(base) => shadow::small_table(base, shift),
+            None => Place::Trailer,
+        }
+    }
+}
+
 /// Where the tag of a block for `size` bytes at `align` lives over allocator `a`.
 #[inline(always)]
 pub(crate) fn place<A: SizeClasses>(a: &A, size: usize, align: usize) -> Place {
