@@ -1,13 +1,15 @@
-//! Instructions per alloc+free pair, counted by `valgrind --tool=callgrind`: a figure that does not
-//! move with the machine's load, for comparing versions of the allocation path.
+//! Instructions, simulated L1 data-cache misses and simulated branch mispredictions per
+//! operation, counted by `valgrind --tool=cachegrind`: figures that do not move with the machine's
+//! load, for comparing versions of the allocation path.
 //!
-//! `cargo bench --bench instructions` runs this binary once per case under callgrind, with two
-//! iteration counts, and reports the difference divided by the difference in pairs (so start-up
-//! and set-up cancel out). Without valgrind it says so and exits successfully.
+//! `cargo bench --bench instructions` runs this binary once per case under cachegrind, with two
+//! operation counts, and reports the difference divided by the difference in operations (so
+//! start-up and set-up cancel out). Without valgrind it says so and exits successfully.
 //!
-//! Sizes are ones with slack in their jemalloc class (24, 100 and 5000 bytes), so the governor
-//! keeps its tag in a trailer: under valgrind the shadow tables' address-space reservation fails,
-//! and exact-class sizes would take the fallback path, which is not what runs outside valgrind.
+//! Cases: alloc+free pairs of sizes with slack in their jemalloc class (24, 100 and 5000 bytes),
+//! and the random-size churn of `alloc_pair` (one free and one allocation per operation). Under
+//! valgrind the shadow tables' address-space reservation fails, so exact-class sizes take the
+//! trailer fallback instead of the path they take outside valgrind; the pair sizes avoid them.
 
 use memgov::{Governor, Jemalloc};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -28,8 +30,11 @@ const ALLOCATORS: [(&str, Alloc); 4] = [
     ("governor-system", &GOV_SYSTEM),
 ];
 
-const SIZES: [usize; 3] = [24, 100, 5000];
-const PAIRS: [u64; 2] = [200_000, 400_000];
+/// Pair sizes; 0 stands for the churn.
+const CASES: [usize; 4] = [24, 100, 5000, CHURN];
+const CHURN: usize = 0;
+const OPS: [u64; 2] = [200_000, 400_000];
+const LIVE_SET: usize = 4096;
 
 /// `pairs` alloc+free pairs of `size` bytes on `a`, as `alloc_pair` does them.
 fn pair_loop(a: Alloc, size: usize, pairs: u64) {
@@ -44,35 +49,85 @@ fn pair_loop(a: Alloc, size: usize, pairs: u64) {
     }
 }
 
-/// Instructions callgrind counted for one run of this binary in `loop` mode.
-fn count(exe: &str, name: &str, size: usize, pairs: u64) -> Result<u64, String> {
+/// `ops` replacements over a live set of LIVE_SET blocks of log-uniform sizes from 8 B to 8 KiB,
+/// as `alloc_pair`'s churn does them.
+fn churn_loop(a: Alloc, ops: u64) {
+    let mut x = 0x9E37_79B9u64;
+    let sizes: Vec<usize> = (0..1 << 14)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let base = 1usize << (3 + (x % 10) as u32);
+            base + (x >> 20) as usize % base
+        })
+        .collect();
+    let layout = |i: usize| Layout::from_size_align(sizes[i & ((1 << 14) - 1)], 8).unwrap();
+    // SAFETY: non-zero sizes.
+    let mut live: Vec<(*mut u8, Layout)> = (0..LIVE_SET)
+        .map(|i| (unsafe { a.alloc(layout(i)) }, layout(i)))
+        .collect();
+    for i in 0..ops as usize {
+        let slot = (i * 2654435761) % LIVE_SET;
+        // SAFETY: every live block was allocated by `a` with the layout stored beside it.
+        unsafe {
+            let (p, old) = live[slot];
+            a.dealloc(p, old);
+            live[slot] = (a.alloc(layout(i)), layout(i));
+        }
+    }
+    for (p, l) in live {
+        // SAFETY: as above.
+        unsafe { a.dealloc(p, l) };
+    }
+}
+
+/// What cachegrind counted for one run of this binary in `loop` mode: instructions, L1 data
+/// misses, mispredicted branches.
+fn count(exe: &str, name: &str, case: usize, ops: u64) -> Result<[u64; 3], String> {
     let out = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", exe])
-        .args(["loop", name, &size.to_string(), &pairs.to_string()])
+        .args([
+            "--tool=cachegrind",
+            "--cache-sim=yes",
+            "--branch-sim=yes",
+            "--cachegrind-out-file=/dev/null",
+            exe,
+        ])
+        .args(["loop", name, &case.to_string(), &ops.to_string()])
         .output()
         .map_err(|e| format!("valgrind: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!("valgrind failed ({}): {stderr}", out.status));
     }
-    // "==123== I   refs:      88,450,572"
-    stderr
-        .lines()
-        .find_map(|l| l.split_once("refs:"))
-        .map(|(_, n)| n.trim().replace(',', ""))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no instruction count in valgrind's output: {stderr}"))
+    // "==123== I   refs:      88,450,572", "==123== D1  misses:   314,693  ( ...", ...
+    let field = |label: &str| -> Result<u64, String> {
+        stderr
+            .lines()
+            .find_map(|l| l.split_once(label))
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(|n| n.replace(',', "")))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no {label:?} in valgrind's output: {stderr}"))
+    };
+    Ok([
+        field("I   refs:")?,
+        field("D1  misses:")?,
+        field("Mispredicts:")?,
+    ])
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("loop") {
-        let (name, size, pairs) = (&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+        let (name, case, ops) = (&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         let (_, a) = ALLOCATORS
             .iter()
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("unknown allocator {name:?}"));
-        pair_loop(*a, size, pairs);
+        match case {
+            CHURN => churn_loop(*a, ops),
+            size => pair_loop(*a, size, ops),
+        }
         return;
     }
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -80,24 +135,32 @@ fn main() {
         return;
     }
     let exe = args[0].clone();
-    println!("instructions per alloc+free pair (callgrind; ratio over the raw allocator)");
+    println!("per operation (an alloc+free pair, or a churn replacement), under cachegrind;");
+    println!("ratios over the raw allocator");
     println!(
-        "{:<20} {:>8} {:>14} {:>8}",
-        "allocator", "size", "instructions", "ratio"
+        "{:<18} {:>6} {:>13} {:>7} {:>10} {:>12}",
+        "allocator", "case", "instructions", "ratio", "L1d misses", "mispredicts"
     );
-    for size in SIZES {
+    for case in CASES {
         let mut raw = 0.0;
         for (name, _) in ALLOCATORS {
-            let counts: Result<Vec<u64>, String> =
-                PAIRS.iter().map(|&n| count(&exe, name, size, n)).collect();
-            let counts = counts.unwrap_or_else(|e| panic!("{name} {size} B: {e}"));
-            let per_pair = (counts[1] - counts[0]) as f64 / (PAIRS[1] - PAIRS[0]) as f64;
+            let counts: Result<Vec<[u64; 3]>, String> =
+                OPS.iter().map(|&n| count(&exe, name, case, n)).collect();
+            let counts = counts.unwrap_or_else(|e| panic!("{name} case {case}: {e}"));
+            let per_op = |i: usize| (counts[1][i] - counts[0][i]) as f64 / (OPS[1] - OPS[0]) as f64;
             if !name.starts_with("governor") {
-                raw = per_pair;
+                raw = per_op(0);
             }
+            let label = match case {
+                CHURN => "churn".to_string(),
+                size => format!("{size} B"),
+            };
             println!(
-                "{name:<20} {size:>8} {per_pair:>14.1} {:>7.2}x",
-                per_pair / raw
+                "{name:<18} {label:>6} {:>13.1} {:>6.2}x {:>10.2} {:>12.2}",
+                per_op(0),
+                per_op(0) / raw,
+                per_op(1),
+                per_op(2)
             );
         }
     }
