@@ -68,15 +68,19 @@ const COUNT_MASK: u64 = TRAILER_ONE - 1;
 struct Record {
     /// Bytes allocated in this batch (new blocks and realloc growth).
     allocated: AtomicU64,
-    /// Bytes freed in this batch (freed blocks and realloc shrinkage).
-    freed: AtomicU64,
+    /// `base - credit` is the batch's live delta: every byte that goes live is spent from
+    /// `credit`, and every byte freed comes back to it. Charging credit or handing it back
+    /// changes nothing live, so it moves `base` (and `low`) with `credit` ([`Record::move_credit`]);
+    /// a flush resets `base` to `credit`. So a free costs no byte counter of its own.
+    base: AtomicI64,
     /// Packed: allocations | blocks that gained a trailer tag << 32.
     allocs: AtomicU64,
     /// Packed: frees | blocks that lost a trailer tag << 32.
     frees: AtomicU64,
     reallocs: AtomicU64,
-    /// Highest `allocated - freed` seen in this batch.
-    high: AtomicI64,
+    /// The lowest `credit` after an allocation in this batch, moved with `base`: `base - low` is
+    /// the batch's highest live delta (its contribution to the peak).
+    low: AtomicI64,
     /// Bytes this thread has charged to the component's budget and not yet spent.
     credit: AtomicI64,
     /// 1 while the record is on its block's dirty list.
@@ -103,9 +107,10 @@ impl Record {
         let allocated = self.allocated.load(Relaxed);
         let (allocs, frees) = (self.allocs.load(Relaxed), self.frees.load(Relaxed));
         let trailers = (allocs >> 32) as i64 - (frees >> 32) as i64;
+        let base = self.base.load(Relaxed);
         Delta {
-            live: allocated.wrapping_sub(self.freed.load(Relaxed)) as i64,
-            high: self.high.load(Relaxed),
+            live: base.wrapping_sub(self.credit.load(Relaxed)),
+            high: base.wrapping_sub(self.low.load(Relaxed)),
             allocated,
             allocs: allocs & COUNT_MASK,
             frees: frees & COUNT_MASK,
@@ -117,17 +122,29 @@ impl Record {
     /// Owner only: zeroes the statistics (not the credit) and returns what they held.
     fn take(&self) -> Delta {
         let d = self.read();
-        for a in [
-            &self.allocated,
-            &self.freed,
-            &self.allocs,
-            &self.frees,
-            &self.reallocs,
-        ] {
+        for a in [&self.allocated, &self.allocs, &self.frees, &self.reallocs] {
             a.store(0, Relaxed);
         }
-        self.high.store(0, Relaxed);
+        let credit = self.credit.load(Relaxed);
+        self.base.store(credit, Relaxed);
+        self.low.store(credit, Relaxed);
         d
+    }
+
+    /// Owner only: credit charged to the budget (`by > 0`) or handed back to it (`by < 0`).
+    /// Nothing goes live or dies, so `base` and `low` move with it.
+    fn move_credit(&self, by: i64) {
+        for a in [&self.credit, &self.base, &self.low] {
+            a.store(a.load(Relaxed).wrapping_add(by), Relaxed);
+        }
+    }
+
+    /// Owner only: notes the credit left after an allocation spent from it (for the peak).
+    #[inline(always)]
+    fn note_low(&self, credit: i64) {
+        if credit < self.low.load(Relaxed) {
+            self.low.store(credit, Relaxed);
+        }
     }
 }
 
@@ -212,7 +229,9 @@ impl Block {
         for i in 0..n {
             let comp = self.dirty[i].load(Relaxed);
             let r = self.record(comp);
-            budget::component_entity(comp).uncharge(r.credit.swap(0, Relaxed));
+            let credit = r.credit.load(Relaxed);
+            r.move_credit(credit.wrapping_neg());
+            budget::component_entity(comp).uncharge(credit);
             r.listed.store(0, Relaxed);
         }
         self.dirty_len.store(0, Release);
@@ -273,6 +292,7 @@ impl Block {
         } else {
             0
         };
+        r.move_credit(got_c);
         r.credit.store(c + got_c - size, Relaxed);
         self.credit.store(g + got_g - size, Relaxed);
         if budget::ANY_LIMIT.load(Relaxed) {
@@ -330,7 +350,7 @@ impl Block {
         let r = self.record(comp);
         let c = r.credit.load(Relaxed);
         if c > MAX_CREDIT {
-            r.credit.store(CREDIT_CHUNK, Relaxed);
+            r.move_credit(CREDIT_CHUNK - c);
             budget::component_entity(comp).uncharge(c - CREDIT_CHUNK);
             if budget::ANY_LIMIT.load(Relaxed) {
                 pressure::evaluate(Scope::Component(ComponentId(comp)));
@@ -374,11 +394,8 @@ impl Block {
         self.credit.store(g, Relaxed);
         r.allocs
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
-        let allocated = bump(&r.allocated, size);
-        let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
-        if live > r.high.load(Relaxed) {
-            r.high.store(live, Relaxed);
-        }
+        bump(&r.allocated, size);
+        r.note_low(c);
         true
     }
 
@@ -421,7 +438,6 @@ impl Block {
         self.credit.store(g, Relaxed);
         r.frees
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
-        bump(&r.freed, size);
         true
     }
 
@@ -432,11 +448,8 @@ impl Block {
             self.count_size(comp, 0, size);
         }
         let r = self.record(comp);
-        let allocated = bump(&r.allocated, size);
-        let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
-        if live > r.high.load(Relaxed) {
-            r.high.store(live, Relaxed);
-        }
+        bump(&r.allocated, size);
+        r.note_low(r.credit.load(Relaxed));
         let before = r.allocs.load(Relaxed);
         r.allocs
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
@@ -465,7 +478,6 @@ impl Block {
     #[inline(always)]
     fn free(&self, comp: u16, size: u64, trailer: bool) {
         let r = self.record(comp);
-        bump(&r.freed, size);
         let before = r.frees.load(Relaxed);
         r.frees
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
@@ -483,13 +495,9 @@ impl Block {
         }
         let r = self.record(comp);
         if new >= old {
-            let allocated = bump(&r.allocated, new - old);
-            let live = allocated.wrapping_sub(r.freed.load(Relaxed)) as i64;
-            if live > r.high.load(Relaxed) {
-                r.high.store(live, Relaxed);
-            }
+            bump(&r.allocated, new - old);
+            r.note_low(r.credit.load(Relaxed));
         } else {
-            bump(&r.freed, old - new);
             self.credit_back(comp, old - new);
         }
         if tag > 0 {
@@ -881,9 +889,7 @@ pub(crate) fn give_credit(comp: u16, bytes: u64) -> bool {
         return false;
     };
     block.list(comp);
-    let r = block.record(comp);
-    r.credit
-        .store(r.credit.load(Relaxed) + bytes as i64, Relaxed);
+    block.record(comp).move_credit(bytes as i64);
     block
         .credit
         .store(block.credit.load(Relaxed) + bytes as i64, Relaxed);
