@@ -380,8 +380,7 @@ impl Block {
     /// the record is due to be listed or flushed, or histograms are on (the slow half counts the
     /// size once the inner allocator has said yes).
     #[inline(always)]
-    fn try_alloc(&self, comp: u16, size: u64, trailer: bool) -> bool {
-        let r = self.record(comp);
+    fn try_alloc(&self, r: &Record, size: u64, trailer: bool) -> bool {
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
         let before = r.allocs.load(Relaxed);
@@ -615,6 +614,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 extern "C" fn thread_exit(block: *mut libc::c_void) {
     let _ = STATE.try_with(|st| {
         st.block.set(ptr::null());
+        st.record.set(ptr::null());
         st.phase.set(PHASE_EXITED);
     });
     // SAFETY: the value stored under the key is this thread's claimed block (see `init_block`);
@@ -638,6 +638,9 @@ fn release(block: &Block) {
 pub(crate) struct ThreadState {
     current: Cell<u16>,
     block: Cell<*const Block>,
+    /// The current component's record in `block` (null while `block` is): kept in step with
+    /// `current` and `block`, so that the allocation path need not compute it.
+    record: Cell<*const Record>,
     phase: Cell<u8>,
     depth: Cell<u8>,
     alive: Cell<u64>,
@@ -649,6 +652,7 @@ thread_local! {
         ThreadState {
             current: Cell::new(0),
             block: Cell::new(ptr::null()),
+            record: Cell::new(ptr::null()),
             phase: Cell::new(PHASE_NEW),
             depth: Cell::new(0),
             alive: Cell::new(0),
@@ -710,10 +714,16 @@ impl ThreadState {
     /// ([`admit`](Self::admit), then [`record_alloc`](Self::record_alloc)).
     #[inline(always)]
     pub fn try_alloc(&self, comp: u16, size: usize, trailer: bool) -> bool {
-        match self.block() {
-            Some(block) => block.try_alloc(comp, size as u64, trailer),
-            None => false,
+        debug_assert_eq!(comp, self.current.get());
+        let record = self.record.get();
+        if record.is_null() {
+            return false;
         }
+        // SAFETY: a non-null `record` is the current component's record in this thread's block,
+        // and then `block` is that block (`set_current` keeps them in step); blocks are never
+        // freed.
+        let (block, record) = unsafe { (&*self.block.get(), &*record) };
+        block.try_alloc(record, size as u64, trailer)
     }
 
     /// Takes back a [`try_alloc`](Self::try_alloc) whose block the inner allocator refused.
@@ -838,6 +848,7 @@ impl ThreadState {
             return;
         }
         self.block.set(block);
+        self.set_current(self.current.get());
         self.phase.set(PHASE_READY);
     }
 
@@ -857,7 +868,7 @@ impl ThreadState {
         self.stack[depth as usize].set(comp);
         self.alive.set(self.alive.get() | (1 << depth));
         self.depth.set(depth + 1);
-        self.current.set(comp);
+        self.set_current(comp);
         Some(depth)
     }
 
@@ -871,11 +882,20 @@ impl ThreadState {
         }
         self.alive.set(alive);
         self.depth.set(depth);
-        self.current.set(if depth == 0 {
+        self.set_current(if depth == 0 {
             0
         } else {
             self.stack[depth as usize - 1].get()
         });
+    }
+
+    /// Makes `comp` the current component, and its record the current record.
+    fn set_current(&self, comp: u16) {
+        self.current.set(comp);
+        self.record.set(
+            self.block()
+                .map_or(ptr::null(), |b| b.record(comp) as *const Record),
+        );
     }
 
     /// Open scopes on this thread (closed-out-of-order ones still waiting included).
