@@ -250,7 +250,7 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         }
         // SAFETY: the block was made for `layout` with its tag at `place`, found again from its
         // shift (so that the table pointer need not be kept across the call).
-        unsafe { Place::from_small_shift(place.shift()).write(ptr, size, comp) };
+        unsafe { Place::from_shift(place.shift()).write(ptr, size, comp) };
         ptr
     }
 

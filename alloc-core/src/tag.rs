@@ -236,15 +236,15 @@ impl Place {
 
     /// The place [`place_fast`] gave with this [`shift`](Self::shift), found again: the fast path
     /// carries only the shift across the inner allocator's call, which leaves fewer registers to
-    /// save. Not for a shift of 14 (only the full placement gives that).
+    /// save.
     #[inline(always)]
-    pub fn from_small_shift(shift: u8) -> Place {
+    pub fn from_shift(shift: u8) -> Place {
         if shift == 0 {
             return Place::Trailer;
         }
         // A shadow place was given, so the tables are ready, and stay so.
         match shadow::base() {
-            Some(base) => shadow::small_table(base, shift),
+            Some(base) => shadow::table(base, shift),
             None => Place::Trailer,
         }
     }
@@ -290,7 +290,7 @@ pub(crate) fn place_fast<A: SizeClasses>(
     if shift == 0 {
         Some(Place::Trailer)
     } else {
-        shadow::base().map(|base| shadow::small_table(base, shift))
+        shadow::base().map(|base| shadow::table(base, shift))
     }
 }
 
@@ -329,30 +329,27 @@ pub(crate) mod shadow {
         (base as usize > FAILED as usize).then_some(base)
     }
 
+    /// Each table's offset in the reservation, indexed by its shift (the other entries are
+    /// never used): one load on the allocation path instead of compares.
+    const OFFSET_BY_SHIFT: [usize; 16] = {
+        let mut offsets = [0; 16];
+        let mut t = 0;
+        while t < SHIFTS.len() {
+            offsets[SHIFTS[t] as usize] = OFFSETS[t];
+            t += 1;
+        }
+        offsets
+    };
+
     /// The place in the table with granule `1 << shift` (a non-zero [`tag_shift`]).
     #[inline(always)]
     pub(crate) fn table(base: *mut u8, shift: u8) -> Place {
-        let offset = match shift {
-            4 => OFFSETS[0],
-            8 => OFFSETS[1],
-            _ => OFFSETS[2],
-        };
+        debug_assert!(SHIFTS.contains(&(shift as u32)));
         Place::Shadow {
             // Stays inside the TOTAL-byte mapping at `base`.
-            table: base.wrapping_add(offset).cast(),
-            shift: shift as u32,
-        }
-    }
-
-    /// [`table`] for the shifts of classes up to 16 KiB (4 and 8), without a branch.
-    #[inline(always)]
-    pub(crate) fn small_table(base: *mut u8, shift: u8) -> Place {
-        debug_assert!(shift == SHIFTS[0] as u8 || shift == SHIFTS[1] as u8);
-        // 4 >> 3 == 0 and 8 >> 3 == 1: the first or the second table.
-        let second = (shift >> 3) as usize;
-        Place::Shadow {
-            // Stays inside the TOTAL-byte mapping at `base`.
-            table: base.wrapping_add(second * OFFSETS[1]).cast(),
+            table: base
+                .wrapping_add(OFFSET_BY_SHIFT[shift as usize & 15])
+                .cast(),
             shift: shift as u32,
         }
     }
@@ -466,6 +463,45 @@ mod tests {
         // Every size under 16 KiB at alignments up to 8, and those over 8 bytes at 16.
         let limit = alloc_jemalloc::SMALL_SLACK_LIMIT;
         assert_eq!(answered, 4 * limit + (limit - 9));
+    }
+
+    /// An allocator whose small sizes can have classes over 16 KiB (so a shift of 14 reaches the
+    /// fast placement through the default `small_tag_shift`): fast and full placement agree.
+    #[test]
+    fn fast_placement_agrees_for_coarse_classes() {
+        struct Coarse;
+        /// Classes are multiples of 24 KiB.
+        fn class(size: usize) -> usize {
+            size.max(1).div_ceil(24 << 10) * (24 << 10)
+        }
+        // SAFETY: used only to compare placements here; nothing is allocated.
+        unsafe impl SizeClasses for Coarse {
+            const KNOWN: bool = true;
+            fn size_class(&self, size: usize, _align: usize) -> usize {
+                class(size)
+            }
+            fn small_slack(&self, size: usize, align: usize) -> Option<usize> {
+                ((size | align) < SMALL_LIMIT).then(|| class(size) - size)
+            }
+        }
+        let _ = place(&Coarse, 24 << 10, 8);
+        if shadow::base().is_none() {
+            return; // no reservation on this machine: every place is a trailer
+        }
+        for size in [
+            1usize,
+            100,
+            16 << 10,
+            (24 << 10) - 1,
+            24 << 10,
+            48 << 10,
+            (1 << 20) - 1,
+        ] {
+            let fast = place_fast(&Coarse, size, 8, usize::MAX).expect("answers below 1 MiB");
+            assert_eq!(fast, place(&Coarse, size, 8), "{size}");
+            assert_eq!(Place::from_shift(fast.shift()), fast, "{size}");
+        }
+        assert_eq!(place(&Coarse, 24 << 10, 8).shift(), 14);
     }
 
     #[test]
