@@ -211,7 +211,9 @@ impl Block {
             counters::apply_component(comp, &d);
             total.then(&d);
             if r.credit.load(Relaxed) != 0 {
-                self.dirty[kept].store(comp, Relaxed);
+                // `kept <= i < CAPACITY`; the mask only spares the allocation path a bounds
+                // check the compiler cannot prove away (and its panic).
+                self.dirty[kept & (CAPACITY - 1)].store(comp, Relaxed);
                 kept += 1;
             } else {
                 r.listed.store(0, Relaxed);
