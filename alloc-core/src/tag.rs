@@ -37,9 +37,12 @@ pub const SMALL_LIMIT: usize = 1 << 20;
 /// # Safety
 /// When `KNOWN` is true, `size_class(size, align)` must return exactly the number of usable bytes
 /// the inner allocator gives for a request of `size` bytes at `align` (jemalloc's `nallocx`), the
-/// same answer every time, and the allocator must place every block of a class `c >= 16` at an
-/// address that is a multiple of the granule [`place`] assigns to `c` (true of jemalloc 5 with a
-/// 16-byte quantum and 4 KiB pages). The governor relies on this to keep blocks' tags apart.
+/// same answer every time; `slack` and `small_slack` must agree with it (`slack` may cap its
+/// answer at 255), `small_slack` must answer only below [`SMALL_LIMIT`], and `small_tag_shift`
+/// must agree with [`tag_shift`]. Live blocks whose tag lives in a shadow table (a non-zero
+/// [`tag_shift`] `s`) must start at least `1 << s` bytes apart, so that `address >> s` tells them
+/// apart (true of jemalloc 5 with a 16-byte quantum and 4 KiB pages: blocks of a class are at
+/// least the class apart). The governor relies on this to keep blocks' tags apart.
 pub unsafe trait SizeClasses {
     /// Whether `size_class` knows the allocator's classes.
     const KNOWN: bool = false;

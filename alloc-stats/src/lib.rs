@@ -9,7 +9,7 @@
 //!   [`detect_leaks`]: steady growth found by a least-squares fit; [`health`]: one call that
 //!   says how memory is doing, with recommendations.
 //!
-//! * [`http`] (feature `http`): `GET /metrics`, `GET /memory`, `GET /memory/health`,
+//! * `http` (feature `http`): `GET /metrics`, `GET /memory`, `GET /memory/health`,
 //!   `POST /memory/compact` on a thread of its own.
 //!
 //! * [`size_histogram`] / [`realloc_histogram`]: allocation sizes per component (after
