@@ -17,6 +17,7 @@ use memgov::{
 };
 use serial_test::serial;
 use std::alloc::{alloc, dealloc, realloc, Layout};
+use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Barrier;
 use std::thread;
@@ -191,11 +192,15 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
                 // Alternately refused by the component's limit and by the process's.
                 let in_component = i % 2 == 0;
                 let scope = in_component.then(|| memgov::try_enter(comp).unwrap());
+                // black_box: in release builds LLVM may elide an allocation nobody observes.
                 let refused = if i % 4 < 2 {
                     // SAFETY: a non-zero size.
-                    unsafe { alloc(huge) }.is_null()
+                    black_box(unsafe { alloc(huge) }).is_null()
                 } else {
-                    Vec::<u8>::new().try_reserve_exact(64 * MIB).is_err()
+                    let mut v = Vec::<u8>::new();
+                    let reserved = v.try_reserve_exact(64 * MIB);
+                    black_box(&mut v);
+                    reserved.is_err()
                 };
                 drop(scope);
                 // Counted, not asserted: see `Tally::shrinks_refused`.
@@ -290,7 +295,9 @@ fn in_component<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
 /// A block of exactly `size` bytes in the current component; `None` when refused.
 fn try_block(size: usize) -> Option<Vec<u8>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(size).ok()?;
+    let reserved = v.try_reserve_exact(size);
+    black_box(&mut v);
+    reserved.ok()?;
     Some(v)
 }
 
@@ -327,7 +334,7 @@ fn lowering_a_limit_below_usage_refuses_new_allocations_and_keeps_the_accounting
     let failures = budget_stats(comp).failures;
     let tiny = Layout::from_size_align(16, 8).unwrap();
     // SAFETY: a non-zero size; a non-null result would be leaked, and the test fails anyway.
-    let raw = in_component(name, || unsafe { alloc(tiny) });
+    let raw = in_component(name, || black_box(unsafe { alloc(tiny) }));
     assert!(raw.is_null(), "allocated over a lowered limit");
     assert!(in_component(name, || try_block(1)).is_none());
     // Freeing one block leaves 2.75 MiB live: still over the limit. (The flush hands any credit

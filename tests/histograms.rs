@@ -7,6 +7,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::stats;
 use serial_test::serial;
+use std::hint::black_box;
 
 fn in_scope(name: &'static str, f: impl FnOnce()) {
     let _scope = memgov::component_scope(name);
@@ -28,7 +29,8 @@ fn percentiles_of_a_known_distribution() {
                             6..=8 => 1000,
                             _ => 10_000,
                         };
-                        drop(Box::<[u8]>::from(vec![0u8; size]));
+                        // black_box: in release builds LLVM may elide an allocation nobody observes.
+                        drop(black_box(Box::<[u8]>::from(vec![0u8; size])));
                     }
                 })
             });
@@ -81,11 +83,11 @@ fn realloc_sizes_have_their_own_histogram() {
 #[serial]
 fn a_diff_carries_the_size_counts_of_what_happened_in_between() {
     memgov::set_histograms(true);
-    in_scope("hist-diff", || drop(vec![0u8; 50]));
+    in_scope("hist-diff", || drop(black_box(vec![0u8; 50])));
     let before = stats::snapshot();
     in_scope("hist-diff", || {
-        drop(vec![0u8; 300]);
-        drop(vec![0u8; 300]);
+        drop(black_box(vec![0u8; 300]));
+        drop(black_box(vec![0u8; 300]));
     });
     let d = before.diff();
     let c = d.component("hist-diff").unwrap();
@@ -98,7 +100,7 @@ fn a_diff_carries_the_size_counts_of_what_happened_in_between() {
 #[serial]
 fn nothing_is_recorded_while_off() {
     memgov::set_histograms(false);
-    in_scope("hist-off", || drop(vec![0u8; 123]));
+    in_scope("hist-off", || drop(black_box(vec![0u8; 123])));
     assert_eq!(stats::size_histogram("hist-off").unwrap().count(), 0);
     let s = memgov::component_stats("hist-off").unwrap();
     assert_eq!(s.alloc_count, 1, "the exact counts are kept regardless");

@@ -10,6 +10,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::{ComponentStats, TAG_BYTES};
 use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, GlobalAlloc, Layout};
+use std::hint::black_box;
 
 fn stats(name: &'static str) -> ComponentStats {
     memgov::component(name).stats()
@@ -254,8 +255,9 @@ fn over_jemalloc_exact_classes_cost_no_tag_bytes() {
     );
     let (a, b) = {
         let _scope = memgov::component_scope(name);
+        // black_box: in release builds LLVM may elide an allocation nobody observes.
         // SAFETY: non-zero sizes.
-        unsafe { (alloc(exact), alloc(loose)) }
+        unsafe { (black_box(alloc(exact)), black_box(alloc(loose))) }
     };
     let g = memgov::global_stats();
     let s = stats(name);
@@ -307,12 +309,12 @@ fn alloc_zeroed_is_zeroed_even_over_freed_dirty_memory() {
             for round in 0..ROUNDS {
                 // SAFETY: non-zero sizes; each block is freed with its own layout.
                 unsafe {
-                    let dirty = alloc(layout);
+                    let dirty = black_box(alloc(layout));
                     assert!(!dirty.is_null());
                     bytes(dirty, size).fill(0xFF);
                     dealloc(dirty, layout);
 
-                    let z = alloc_zeroed(layout);
+                    let z = black_box(alloc_zeroed(layout));
                     assert!(!z.is_null());
                     assert_eq!(z as usize % align, 0);
                     let zeroed = bytes(z, size);
@@ -419,8 +421,8 @@ fn failed_requests_return_null_and_count_nothing() {
     for layout in too_big {
         // SAFETY: non-zero sizes.
         unsafe {
-            assert!(alloc(layout).is_null(), "{layout:?}");
-            assert!(alloc_zeroed(layout).is_null(), "{layout:?}");
+            assert!(black_box(alloc(layout)).is_null(), "{layout:?}");
+            assert!(black_box(alloc_zeroed(layout)).is_null(), "{layout:?}");
         }
     }
     let s = stats(name);

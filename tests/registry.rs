@@ -11,6 +11,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 use memgov::{ComponentId, InComponent, NameError, CAPACITY};
 use std::collections::HashSet;
 use std::future::Future;
+use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
@@ -149,12 +150,14 @@ fn allocations_under_a_refused_name_count_as_overflow(last: ComponentId) {
         let scope = memgov::component_scope(refused);
         assert_eq!(scope.component(), ComponentId::OVERFLOW);
         assert_eq!(memgov::current_component(), ComponentId::OVERFLOW);
-        vec![0u8; 1234].into_boxed_slice()
+        // black_box: in release builds LLVM may elide an allocation nobody observes.
+        black_box(vec![0u8; 1234].into_boxed_slice())
     };
     assert_eq!(overflow(), (before.0 + 1234, before.1 + 1, before.2));
 
     // The future wrapper with a refused name, polled to completion.
-    let mut fut = Box::pin(async { vec![0u8; 66].into_boxed_slice() }.in_component(refused));
+    let mut fut =
+        Box::pin(async { black_box(vec![0u8; 66].into_boxed_slice()) }.in_component(refused));
     let Poll::Ready(from_future) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     else {
         panic!("the future is ready at once");
@@ -168,7 +171,7 @@ fn allocations_under_a_refused_name_count_as_overflow(last: ComponentId) {
     // The last registered component works like any other.
     let block = {
         let _scope = memgov::try_enter(last).unwrap();
-        vec![0u8; 4321].into_boxed_slice()
+        black_box(vec![0u8; 4321].into_boxed_slice())
     };
     let s = last.stats();
     assert_eq!(

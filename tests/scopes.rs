@@ -9,6 +9,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 use memgov::{ComponentId, ComponentStats, InComponent, NameError, ScopeError};
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::future::Future;
+use std::hint::black_box;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -38,8 +39,9 @@ struct Raw {
 impl Raw {
     fn new(size: usize) -> Raw {
         let layout = Layout::from_size_align(size, 8).unwrap();
+        // black_box: in release builds LLVM may elide an allocation nobody observes.
         // SAFETY: every size used in this file is non-zero.
-        let ptr = unsafe { alloc(layout) };
+        let ptr = black_box(unsafe { alloc(layout) });
         assert!(!ptr.is_null());
         Raw { ptr, layout }
     }

@@ -8,6 +8,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::{ComponentId, ComponentStats, ScopeGuard};
 use std::cell::RefCell;
+use std::hint::black_box;
 use std::sync::Mutex;
 use std::thread;
 
@@ -47,7 +48,8 @@ impl Drop for Holder {
         let _scope = memgov::component_scope("td-dtor");
         assert_eq!(memgov::current_component().name(), "td-dtor");
         drop(std::mem::take(&mut self.early));
-        let temporary = vec![2u8; 444];
+        // black_box: in release builds LLVM may elide an allocation nobody observes.
+        let temporary = black_box(vec![2u8; 444]);
         drop(temporary);
         let kept = vec![1u8; 333].into_boxed_slice();
         *DTOR_KEPT.lock().unwrap() = Some(kept);
@@ -105,7 +107,7 @@ impl Drop for LateAllocator {
         drop(FIRST_FOREIGN.lock().unwrap().take());
         let _scope = memgov::component_scope("td-first");
         for size in [10, 20, 30] {
-            drop(vec![0u8; size]);
+            drop(black_box(vec![0u8; size]));
         }
         *FIRST_KEPT.lock().unwrap() = Some(vec![3u8; 55].into_boxed_slice());
     }

@@ -8,6 +8,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use serial_test::serial;
 use std::alloc::{alloc, dealloc, Layout};
+use std::hint::black_box;
 use std::thread;
 
 const THREADS: usize = 10_000;
@@ -31,7 +32,8 @@ fn short_thread(i: usize) -> Left {
         let layout = Layout::from_size_align(1 + (i + k) % 300, 16).unwrap();
         // SAFETY: non-zero size; freed right away with the same layout.
         unsafe {
-            let p = alloc(layout);
+            // black_box: in release builds LLVM may elide an allocation nobody observes.
+            let p = black_box(alloc(layout));
             assert!(!p.is_null());
             dealloc(p, layout);
         }
