@@ -107,9 +107,13 @@ impl Record {
         let allocated = self.allocated.load(Relaxed);
         let (allocs, frees) = (self.allocs.load(Relaxed), self.frees.load(Relaxed));
         let trailers = (allocs >> 32) as i64 - (frees >> 32) as i64;
-        let base = self.base.load(Relaxed);
+        // `base` on both sides of `credit`: `move_credit` changes both, and the lower of the two
+        // readings never makes the live delta look larger than it is (see there).
+        let before = self.base.load(Acquire);
+        let credit = self.credit.load(Acquire);
+        let base = before.min(self.base.load(Acquire));
         Delta {
-            live: base.wrapping_sub(self.credit.load(Relaxed)),
+            live: base.wrapping_sub(credit),
             high: base.wrapping_sub(self.low.load(Relaxed)),
             allocated,
             allocs: allocs & COUNT_MASK,
@@ -133,9 +137,26 @@ impl Record {
 
     /// Owner only: credit charged to the budget (`by > 0`) or handed back to it (`by < 0`).
     /// Nothing goes live or dies, so `base` and `low` move with it.
+    ///
+    /// A reader racing this must never see a live delta larger than the truth (a watcher holds
+    /// live bytes against a hard limit). It reads `base`, then `credit`, then `base` again and
+    /// keeps the lower `base`. So a charge stores `credit` first and `base` last (Release): a
+    /// reader that sees the raised `base` sees the raised `credit`. A return stores `base` first
+    /// and `credit` last (Release): a reader that sees the lowered `credit` then reads the
+    /// lowered `base`. Either way the reader sees both changes or undercounts for an instant.
     fn move_credit(&self, by: i64) {
-        for a in [&self.credit, &self.base, &self.low] {
-            a.store(a.load(Relaxed).wrapping_add(by), Relaxed);
+        let (credit, base, low) = (
+            self.credit.load(Relaxed),
+            self.base.load(Relaxed),
+            self.low.load(Relaxed),
+        );
+        self.low.store(low.wrapping_add(by), Relaxed);
+        if by >= 0 {
+            self.credit.store(credit.wrapping_add(by), Relaxed);
+            self.base.store(base.wrapping_add(by), Release);
+        } else {
+            self.base.store(base.wrapping_add(by), Relaxed);
+            self.credit.store(credit.wrapping_add(by), Release);
         }
     }
 
