@@ -237,19 +237,16 @@ impl Place {
         }
     }
 
-    /// The place [`place_fast`] gave with this [`shift`](Self::shift), found again: the fast path
-    /// carries only the shift across the inner allocator's call, which leaves fewer registers to
-    /// save.
+    /// The place with this [`shift`](Self::shift) ([`tag_shift`]): a trailer for 0, else the
+    /// shadow table with that granule; `None` while the shadow tables are not decided (or could
+    /// not be made). The fast path carries only the shift across the inner allocator's call and
+    /// finds the place again here, which leaves fewer registers to save.
     #[inline(always)]
-    pub fn from_shift(shift: u8) -> Place {
+    pub fn from_shift(shift: u8) -> Option<Place> {
         if shift == 0 {
-            return Place::Trailer;
+            return Some(Place::Trailer);
         }
-        // A shadow place was given, so the tables are ready, and stay so.
-        match shadow::base() {
-            Some(base) => shadow::table(base, shift),
-            None => Place::Trailer,
-        }
+        shadow::base().map(|base| shadow::table(base, shift))
     }
 }
 
@@ -290,11 +287,7 @@ pub(crate) fn place_fast<A: SizeClasses>(
     debug_assert!(limit >= SMALL_LIMIT);
     let shift = a.small_tag_shift(size, align)?;
     debug_assert!((size | align) < SMALL_LIMIT);
-    if shift == 0 {
-        Some(Place::Trailer)
-    } else {
-        shadow::base().map(|base| shadow::table(base, shift))
-    }
+    Place::from_shift(shift)
 }
 
 /// The shadow tables.
@@ -502,7 +495,7 @@ mod tests {
         ] {
             let fast = place_fast(&Coarse, size, 8, usize::MAX).expect("answers below 1 MiB");
             assert_eq!(fast, place(&Coarse, size, 8), "{size}");
-            assert_eq!(Place::from_shift(fast.shift()), fast, "{size}");
+            assert_eq!(Place::from_shift(fast.shift()), Some(fast), "{size}");
         }
         assert_eq!(place(&Coarse, 24 << 10, 8).shift(), 14);
     }
