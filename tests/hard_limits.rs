@@ -1,13 +1,14 @@
 //! Hard limits under concurrency and at runtime.
 //!
-//! Eight threads hammer one component that has an 8 MiB hard budget (under a process hard limit
-//! 32 MiB above what the process already uses) with mixed-size allocations, reallocs and random
-//! frees, while another thread keeps making 64 MiB requests that must fail and a watcher samples
-//! the figures: live and charged bytes never pass either limit, and afterwards every successful
-//! allocation, realloc and refusal is accounted for exactly. Then a limit lowered below what is
-//! live puts the component at `Level::Critical` and refuses new allocations without disturbing the
-//! accounting, and raising it again restores both. Last, live bytes read while a thread churns
-//! never pass the limit that the truth stays under (a reader racing a flush once double-counted).
+//! Eight threads hammer one component that has an 8 MiB hard budget (under a process hard limit 32
+//! MiB above what the process already uses) with mixed-size allocations, reallocs and random frees,
+//! filling it to the limit together halfway through, while another thread keeps making 64 MiB
+//! requests that must fail and a watcher samples the figures: live and charged bytes never pass
+//! either limit, and afterwards every successful allocation, realloc and refusal is accounted for
+//! exactly. Then a limit lowered below what is live puts the component at `Level::Critical` and
+//! refuses new allocations without disturbing the accounting, and raising it again restores both.
+//! Last, live bytes read while a thread churns never pass the limit that the truth stays under (a
+//! reader racing a flush once double-counted).
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
@@ -82,12 +83,32 @@ struct Tally {
 
 /// Allocates, reallocates and frees in `comp` for `ops` operations, holding at most `HELD` blocks;
 /// frees everything it still holds at the end.
-fn hammer(comp: ComponentId, seed: u64, ops: usize) -> Tally {
+///
+/// Halfway through, every thread waits at `midpoint` and then allocates 256 KiB blocks until one
+/// is refused or it holds `HELD` blocks. Random sizes alone reach an 8 MiB limit only while several
+/// threads run at once, which a scheduler need not allow (valgrind runs one thread at a time); the
+/// fill reaches it in every schedule, with all threads allocating at the limit together.
+fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally {
     const HELD: usize = 64;
+    const FILL: usize = 256 * KIB;
     let mut rng = Rng(seed);
     let mut held: Vec<(*mut u8, Layout)> = Vec::with_capacity(HELD);
     let mut t = Tally::default();
-    for _ in 0..ops {
+    for op in 0..ops {
+        if op == ops / 2 {
+            midpoint.wait();
+            let layout = Layout::from_size_align(FILL, 8).unwrap();
+            while held.len() < HELD {
+                let ptr = in_component_raw(comp, layout);
+                if ptr.is_null() {
+                    t.refused += 1;
+                    break;
+                }
+                held.push((ptr, layout));
+                t.allocs += 1;
+                t.allocated += FILL as u64;
+            }
+        }
         let roll = rng.below(8);
         if !held.is_empty() && (roll < 3 || held.len() == HELD) {
             let (ptr, layout) = held.swap_remove(rng.below(held.len()));
@@ -114,11 +135,7 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize) -> Tally {
             }
         } else {
             let layout = rng.layout();
-            let ptr = {
-                let _scope = memgov::try_enter(comp).unwrap();
-                // SAFETY: the layout has a non-zero size.
-                unsafe { alloc(layout) }
-            };
+            let ptr = in_component_raw(comp, layout);
             if ptr.is_null() {
                 t.refused += 1;
             } else {
@@ -136,6 +153,13 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize) -> Tally {
         t.frees += 1;
     }
     t
+}
+
+/// `alloc(layout)` inside `comp`; null when refused.
+fn in_component_raw(comp: ComponentId, layout: Layout) -> *mut u8 {
+    let _scope = memgov::try_enter(comp).unwrap();
+    // SAFETY: every layout used here has a non-zero size.
+    unsafe { alloc(layout) }
 }
 
 /// Highest figures the watcher saw.
@@ -169,6 +193,7 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
     let big_unscoped = AtomicU64::new(0);
     let big_passed = AtomicU64::new(0);
     let start = Barrier::new(THREADS + 2);
+    let midpoint = Barrier::new(THREADS);
     let (tallies, seen) = thread::scope(|s| {
         let watcher = s.spawn(|| {
             start.wait();
@@ -218,10 +243,10 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
         });
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let start = &start;
+                let (start, midpoint) = (&start, &midpoint);
                 s.spawn(move || {
                     start.wait();
-                    hammer(comp, 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1), OPS)
+                    hammer(comp, 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1), OPS, midpoint)
                 })
             })
             .collect();
