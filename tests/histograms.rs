@@ -105,3 +105,48 @@ fn nothing_is_recorded_while_off() {
     let s = memgov::component_stats("hist-off").unwrap();
     assert_eq!(s.alloc_count, 1, "the exact counts are kept regardless");
 }
+
+#[test]
+#[serial]
+fn a_read_never_loses_the_counts_of_a_thread_that_is_exiting() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    const THREADS: u64 = 300;
+    const EACH: u64 = 50;
+    memgov::set_histograms(true);
+    memgov::component("hist-exit");
+    let done = AtomicBool::new(false);
+    let (finished, drops) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            // Counts only grow; a read below an earlier one lost an exiting thread's counts.
+            let (mut last, mut drops) = (0u64, 0u64);
+            while !done.load(Relaxed) {
+                let n = stats::size_histogram("hist-exit").unwrap().count();
+                drops += u64::from(n < last);
+                last = last.max(n);
+            }
+            drops
+        });
+        for _ in 0..THREADS {
+            // Not joined: the scope's end waits only for the closures, so threads are still
+            // exiting (and their thread-exit hooks running) while the reader reads.
+            s.spawn(|| {
+                in_scope("hist-exit", || {
+                    for _ in 0..EACH {
+                        drop(black_box(vec![0u8; 40]));
+                    }
+                })
+            });
+        }
+        while stats::size_histogram("hist-exit").unwrap().count() < THREADS * EACH {
+            std::thread::yield_now();
+        }
+        done.store(true, Relaxed);
+        (
+            stats::size_histogram("hist-exit").unwrap().count(),
+            reader.join().unwrap(),
+        )
+    });
+    memgov::set_histograms(false);
+    assert_eq!(finished, THREADS * EACH);
+    assert_eq!(drops, 0, "reads saw the count fall");
+}

@@ -6,13 +6,15 @@
 //! calling thread's own histogram block (a relaxed load and store; the block comes from `mmap`,
 //! made on the thread's first recorded allocation). Buckets are log-linear: four per power of two,
 //! so a bucket is at most 25% wide and a percentile read from them is within 25% of the truth.
-//! Counts are exact: every allocation is counted, no sampling. Readers add every thread's
-//! histogram and the ones folded in from threads that exited.
+//! Counts are exact: every allocation is counted, no sampling. A histogram block belongs to a
+//! thread block and stays with it when a thread exits and another reuses it, so nothing moves at
+//! thread exit: readers add the histograms of every block ever made, and a thread that exits
+//! while a reader adds can neither vanish from the sum nor be counted twice.
 
 use crate::registry::CAPACITY;
 use std::ptr;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 /// Buckets per histogram: sizes 0..=3 exactly, then four per power of two up to 2^41.
 pub const BUCKETS: usize = 160;
@@ -74,11 +76,9 @@ pub fn histogram_bucket_floor(bucket: usize) -> u64 {
     (4 + sub) << (octave - 2)
 }
 
-/// One thread's histograms, from `mmap`.
+/// One thread block's histograms, from `mmap`.
 pub(crate) struct Counts {
     buckets: [[[AtomicU64; BUCKETS]; KINDS]; CAPACITY],
-    /// Components with any count, one bit each.
-    touched: [AtomicU64; CAPACITY / 64],
 }
 
 impl Counts {
@@ -88,43 +88,18 @@ impl Counts {
         let comp = comp as usize & (CAPACITY - 1);
         let b = &self.buckets[comp][kind & 1][histogram_bucket(size)];
         b.store(b.load(Relaxed) + 1, Relaxed);
-        let t = &self.touched[comp / 64];
-        let bit = 1u64 << (comp % 64);
-        let word = t.load(Relaxed);
-        if word & bit == 0 {
-            t.store(word | bit, Relaxed);
-        }
     }
 
     fn add_to(&self, comp: usize, kind: usize, out: &mut [u64; BUCKETS]) {
-        for (o, b) in out.iter_mut().zip(&self.buckets[comp][kind]) {
+        for (o, b) in out.iter_mut().zip(&self.buckets[comp][kind & 1]) {
             *o += b.load(Relaxed);
-        }
-    }
-
-    /// Owner only (thread exit): folds every touched component into the retired counts, zeroed.
-    fn retire(&self) {
-        for (w, word) in self.touched.iter().enumerate() {
-            let mut bits = word.swap(0, Relaxed);
-            while bits != 0 {
-                let comp = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                for kind in 0..KINDS {
-                    for (i, b) in self.buckets[comp][kind].iter().enumerate() {
-                        let n = b.swap(0, Relaxed);
-                        if let (true, Some(r)) = (n != 0, retired()) {
-                            r.buckets[comp][kind][i].fetch_add(n, Relaxed);
-                        }
-                    }
-                }
-            }
         }
     }
 }
 
-static RETIRED: AtomicPtr<Counts> = AtomicPtr::new(ptr::null_mut());
-
-fn map_counts() -> *mut Counts {
+/// Makes a thread block's histograms (cold, on the first recorded allocation); null if `mmap`
+/// fails, and then that block's sizes go uncounted.
+pub(crate) fn new_counts() -> *mut Counts {
     // SAFETY: a fresh anonymous mapping, zero-filled; an all-zero Counts is valid.
     let mem = unsafe {
         libc::mmap(
@@ -143,51 +118,16 @@ fn map_counts() -> *mut Counts {
     }
 }
 
-/// The counts of exited threads, mapped on first use (`None` only if that mapping failed: those
-/// counts are then lost).
-fn retired() -> Option<&'static Counts> {
-    let mut p = RETIRED.load(Acquire);
-    if p.is_null() {
-        let fresh = map_counts();
-        match RETIRED.compare_exchange(ptr::null_mut(), fresh, Release, Acquire) {
-            Ok(_) => p = fresh,
-            Err(winner) => {
-                if !fresh.is_null() {
-                    // SAFETY: our own mapping, never shared.
-                    unsafe { libc::munmap(fresh.cast(), std::mem::size_of::<Counts>()) };
-                }
-                p = winner;
-            }
-        }
-    }
-    // SAFETY: a mapping of a Counts that is never unmapped.
-    unsafe { p.as_ref() }
-}
-
-/// Makes a thread's histogram block (cold, on its first recorded allocation).
-pub(crate) fn new_counts() -> *mut Counts {
-    map_counts()
-}
-
-/// Folds a thread's counts into the retired ones (thread exit).
-pub(crate) fn retire(counts: &Counts) {
-    counts.retire();
-}
-
-/// The merged histogram of `comp` (`kind` 0: allocation sizes, 1: realloc sizes), across live
-/// threads and exited ones.
+/// The merged histogram of `comp` (`kind` 0: allocation sizes, 1: realloc sizes): the sum of
+/// `blocks`, the histograms of every thread block ever made, in use or not.
 pub(crate) fn merged(
     comp: u16,
     kind: usize,
-    live: impl Iterator<Item = &'static Counts>,
+    blocks: impl Iterator<Item = &'static Counts>,
 ) -> [u64; BUCKETS] {
     let mut out = [0u64; BUCKETS];
     let comp = comp as usize & (CAPACITY - 1);
-    // SAFETY: a non-null pointer is the retired mapping, never unmapped.
-    if let Some(r) = unsafe { RETIRED.load(Acquire).as_ref() } {
-        r.add_to(comp, kind, &mut out);
-    }
-    for c in live {
+    for c in blocks {
         c.add_to(comp, kind, &mut out);
     }
     out

@@ -649,10 +649,6 @@ extern "C" fn thread_exit(block: *mut libc::c_void) {
 
 fn release(block: &Block) {
     block.return_all_credit();
-    // SAFETY: a non-null `hist` is this block's mapping, never unmapped.
-    if let Some(h) = unsafe { block.hist.load(Acquire).as_ref() } {
-        histogram::retire(h);
-    }
     BLOCKS_IN_USE.fetch_sub(1, Relaxed);
     block.in_use.store(false, Release);
 }
@@ -1050,13 +1046,14 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
     sum
 }
 
-/// The merged size histogram of `comp` (`kind` 0: allocations, 1: reallocs).
+/// The merged size histogram of `comp` (`kind` 0: allocations, 1: reallocs), over every block:
+/// a block's counts stay with it after its thread exits.
 pub(crate) fn histogram(comp: u16, kind: usize) -> [u64; histogram::BUCKETS] {
-    let live = blocks().filter(|b| b.in_use.load(Acquire)).filter_map(|b| {
+    let all = blocks().filter_map(|b| {
         // SAFETY: a non-null `hist` is a mapping never unmapped.
         unsafe { b.hist.load(Acquire).as_ref() }
     });
-    histogram::merged(comp, kind, live)
+    histogram::merged(comp, kind, all)
 }
 
 /// Threads that currently own a block, and blocks ever made.
