@@ -7,7 +7,9 @@
 //! start-up and set-up cancel out). Without valgrind it says so and exits successfully.
 //!
 //! Cases: alloc+free pairs of sizes with slack in their jemalloc class (24, 100 and 5000 bytes),
-//! and the random-size churn of `alloc_pair` (one free and one allocation per operation). Under
+//! and the random-size churn of `alloc_pair` (one free and one allocation per operation), each on
+//! the raw allocators, the governor over them, and the governor over jemalloc with allocation-size
+//! histograms on (`governor-jemalloc+h`). Under
 //! valgrind the shadow tables' address-space reservation fails, so exact-class sizes take the
 //! trailer fallback instead of the path they take outside valgrind; the pair sizes avoid them.
 
@@ -23,9 +25,14 @@ static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
 
 type Alloc = &'static (dyn GlobalAlloc + Sync);
 
-const ALLOCATORS: [(&str, Alloc); 4] = [
+/// The suffix of an allocator's name that turns histograms on.
+const HISTOGRAMS: &str = "+h";
+
+/// Names ending in [`HISTOGRAMS`] run with allocation-size histograms on.
+const ALLOCATORS: [(&str, Alloc); 5] = [
     ("jemalloc", &RAW_JEMALLOC),
     ("governor-jemalloc", &GOV_JEMALLOC),
+    ("governor-jemalloc+h", &GOV_JEMALLOC),
     ("system", &RAW_SYSTEM),
     ("governor-system", &GOV_SYSTEM),
 ];
@@ -124,6 +131,7 @@ fn main() {
             .iter()
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("unknown allocator {name:?}"));
+        memgov::set_histograms(name.ends_with(HISTOGRAMS));
         match case {
             CHURN => churn_loop(*a, ops),
             size => pair_loop(*a, size, ops),
@@ -138,7 +146,7 @@ fn main() {
     println!("per operation (an alloc+free pair, or a churn replacement), under cachegrind;");
     println!("ratios over the raw allocator");
     println!(
-        "{:<18} {:>6} {:>13} {:>7} {:>10} {:>12}",
+        "{:<20} {:>6} {:>13} {:>7} {:>10} {:>12}",
         "allocator", "case", "instructions", "ratio", "L1d misses", "mispredicts"
     );
     for case in CASES {
@@ -156,7 +164,7 @@ fn main() {
                 size => format!("{size} B"),
             };
             println!(
-                "{name:<18} {label:>6} {:>13.1} {:>6.2}x {:>10.2} {:>12.2}",
+                "{name:<20} {label:>6} {:>13.1} {:>6.2}x {:>10.2} {:>12.2}",
                 per_op(0),
                 per_op(0) / raw,
                 per_op(1),
