@@ -301,8 +301,8 @@ pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
 /// credit before spending any, and hand their credit back when it moved: credit charged under a
 /// higher limit must not be spent under a lower one. Bit 0 ([`HISTOGRAMS_BIT`]) is set while
 /// size histograms are on, so that the allocation fast path tests both with one compare (a
-/// block's epoch never has it, so with histograms on every allocation takes the slow path, which
-/// counts sizes).
+/// block's epoch never has it: with histograms on, the plain fast path declines and its twin that
+/// counts sizes, which compares with the bit set, takes the allocation).
 pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// What a limit change adds to [`LIMIT_EPOCH`].
 pub(crate) const EPOCH_STEP: u64 = 2;

@@ -1,5 +1,6 @@
 //! [`Governor`], the one `GlobalAlloc` implementation.
 
+use crate::histogram;
 use crate::registry::CAPACITY;
 use crate::tag::{self, Place, SizeClasses};
 use crate::thread::{self, Op, ThreadState};
@@ -220,12 +221,13 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     /// The fast half spends the thread's credit and records the allocation before calling the
     /// inner allocator, so that only the tag is left to write after it; anything unusual (a
     /// credit running short, a flush due, histograms on, no thread block) goes to
-    /// [`allocate_slow`](Self::allocate_slow), which does it all.
+    /// [`allocate_declined`](Self::allocate_declined). `COUNTED` is the same path with the size
+    /// counted in the histograms, taken while they are on.
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`.
     #[inline(always)]
-    unsafe fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+    unsafe fn allocate<const COUNTED: bool>(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         // `place_fast` answers only for requests within LIMIT; the slow path checks the others.
         let Some(place) = tag::place_fast(&self.inner, size, align, LIMIT) else {
@@ -236,9 +238,11 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         let st = thread::state();
         let comp = current(st);
         match st {
-            Some(st) if st.try_alloc(comp, size, trailer) => {}
+            Some(st) if st.try_alloc::<COUNTED>(comp, size, trailer) => {}
             // SAFETY: forwarded contract.
-            _ => return unsafe { self.allocate_slow(layout, zeroed) },
+            _ if COUNTED => return unsafe { self.allocate_slow(layout, zeroed) },
+            // SAFETY: forwarded contract.
+            _ => return unsafe { self.allocate_declined(layout, zeroed) },
         }
         // SAFETY: as in `allocate_slow`.
         let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
@@ -254,7 +258,28 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             // SAFETY: the block was made for `layout` with its tag at `place`.
             unsafe { place.write(ptr, size, comp) };
         }
+        if let (true, Some(st)) = (COUNTED, st) {
+            st.count_alloc_size(comp, size);
+        }
         ptr
+    }
+
+    /// Where the fast half declined: the same fast path counting sizes while histograms are on,
+    /// else (and whenever that declines too) the whole operation one step at a time.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate_declined(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if histogram::histograms_enabled() {
+                self.allocate::<true>(layout, zeroed)
+            } else {
+                self.allocate_slow(layout, zeroed)
+            }
+        }
     }
 
     /// The inner allocator's `alloc` or `alloc_zeroed`.
@@ -329,13 +354,13 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.allocate(layout, false) }
+        unsafe { self.allocate::<false>(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.allocate(layout, true) }
+        unsafe { self.allocate::<false>(layout, true) }
     }
 
     #[inline]

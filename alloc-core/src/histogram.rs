@@ -1,8 +1,9 @@
 //! Allocation-size histograms per component: counted per thread on the allocation path, merged on
 //! read.
 //!
-//! Off by default. When off, the allocation path pays one relaxed load and a predictable branch.
-//! When on, an allocation (or a realloc, in a second histogram) adds one to a bucket in the
+//! Off by default. When off, the allocation path pays nothing for them: the switch is a bit of the
+//! limit epoch that it compares anyway (see `budget::LIMIT_EPOCH`); `realloc` and the slow path
+//! pay one relaxed load and a predictable branch. When on, an allocation (or a realloc, in a second histogram) adds one to a bucket in the
 //! calling thread's own histogram block (a relaxed load and store; the block comes from `mmap`,
 //! made on the thread's first recorded allocation). Buckets are log-linear: four per power of two,
 //! so a bucket is at most 25% wide and a percentile read from them is within 25% of the truth.
@@ -34,7 +35,7 @@ pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
 pub fn set_histograms(on: bool) {
     use crate::budget::{HISTOGRAMS_BIT, LIMIT_EPOCH};
     ENABLED.store(on, Relaxed);
-    // The allocation fast path sees this bit and leaves counting to the slow path.
+    // The allocation fast path sees this bit and leaves the allocation to its twin that counts.
     if on {
         LIMIT_EPOCH.fetch_or(HISTOGRAMS_BIT, Release);
     } else {
@@ -43,6 +44,7 @@ pub fn set_histograms(on: bool) {
 }
 
 /// Whether allocation sizes are being recorded.
+#[inline]
 pub fn histograms_enabled() -> bool {
     ENABLED.load(Relaxed)
 }

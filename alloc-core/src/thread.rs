@@ -400,15 +400,18 @@ impl Block {
 
     /// The fast half of an allocation: spends its credit and records it, all or nothing. False
     /// (nothing done) when anything needs the slow half: a credit runs short, the limits changed,
-    /// the record is due to be listed or flushed, or histograms are on (the slow half counts the
-    /// size once the inner allocator has said yes).
+    /// the record is due to be listed or flushed, or histograms are on and `COUNTED` is false
+    /// (with `COUNTED` true, it declines while they are off; the caller counts the size once
+    /// the inner allocator has said yes).
     #[inline(always)]
-    fn try_alloc(&self, r: &Record, size: u64, trailer: bool) -> bool {
+    fn try_alloc<const COUNTED: bool>(&self, r: &Record, size: u64, trailer: bool) -> bool {
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
         let before = r.allocs.load(Relaxed);
-        // Also unequal while histograms are on (see `budget::LIMIT_EPOCH`).
-        let stale = self.epoch.load(Relaxed) != budget::LIMIT_EPOCH.load(Acquire);
+        // A block's epoch never has the histogram bit (see `budget::LIMIT_EPOCH`), so one compare
+        // tests both the limits and the histogram switch.
+        let expected = self.epoch.load(Relaxed) | if COUNTED { budget::HISTOGRAMS_BIT } else { 0 };
+        let stale = expected != budget::LIMIT_EPOCH.load(Acquire);
         if ((c | g) < 0) | stale | settle_due(before) {
             return false;
         }
@@ -730,9 +733,11 @@ impl ThreadState {
 
     /// The fast half of an allocation of `size` bytes in `comp`: budget and statistics at once.
     /// False, with nothing done, when the caller must take the full path
-    /// ([`admit`](Self::admit), then [`record_alloc`](Self::record_alloc)).
+    /// ([`admit`](Self::admit), then [`record_alloc`](Self::record_alloc)). `COUNTED` says
+    /// whether the caller counts the size in the histograms: the fast half declines unless
+    /// histograms are on exactly when it does.
     #[inline(always)]
-    pub fn try_alloc(&self, comp: u16, size: usize, trailer: bool) -> bool {
+    pub fn try_alloc<const COUNTED: bool>(&self, comp: u16, size: usize, trailer: bool) -> bool {
         debug_assert_eq!(comp, self.current.get());
         let record = self.record.get();
         if record.is_null() {
@@ -742,7 +747,16 @@ impl ThreadState {
         // and then `block` is that block (`set_current` keeps them in step); blocks are never
         // freed.
         let (block, record) = unsafe { (&*self.block.get(), &*record) };
-        block.try_alloc(record, size as u64, trailer)
+        block.try_alloc::<COUNTED>(record, size as u64, trailer)
+    }
+
+    /// Counts an allocation of `size` bytes in `comp`'s size histogram (after a
+    /// [`try_alloc`](Self::try_alloc) with `COUNTED` and the inner allocator's yes).
+    #[inline(always)]
+    pub fn count_alloc_size(&self, comp: u16, size: usize) {
+        if let Some(block) = self.block() {
+            block.count_size(comp, 0, size as u64);
+        }
     }
 
     /// Takes back a [`try_alloc`](Self::try_alloc) whose block the inner allocator refused.
