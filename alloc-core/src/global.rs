@@ -253,7 +253,7 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             return ptr;
         }
         // The place is found again from its shift (so that the table pointer need not be kept
-        // across the call); `place_fast` gave it, so the shadow tables are decided, and stay so.
+        // across the call); `place_fast` gave it, so the shadow tables are published, and stay so.
         if let Some(place) = Place::from_shift(place.shift()) {
             // SAFETY: the block was made for `layout` with its tag at `place`.
             unsafe { place.write(ptr, size, comp) };

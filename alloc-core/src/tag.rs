@@ -238,15 +238,15 @@ impl Place {
     }
 
     /// The place with this [`shift`](Self::shift) ([`tag_shift`]): a trailer for 0, else the
-    /// shadow table with that granule; `None` while the shadow tables are not decided (or could
-    /// not be made). The fast path carries only the shift across the inner allocator's call and
+    /// shadow table with that granule; `None` while the shadow tables are not published (or could
+    /// not be made): one load either way. The fast path carries only the shift across the inner allocator's call and
     /// finds the place again here, which leaves fewer registers to save.
     #[inline(always)]
     pub fn from_shift(shift: u8) -> Option<Place> {
         if shift == 0 {
             return Some(Place::Trailer);
         }
-        shadow::base().map(|base| shadow::table(base, shift))
+        shadow::published_table(shift)
     }
 }
 
@@ -337,6 +337,24 @@ pub(crate) mod shadow {
         offsets
     };
 
+    /// Each table's first entry, indexed by its shift: null until the reservation is made (and
+    /// for ever where it failed, and for shifts no table has). Once non-null, an entry never
+    /// changes. One load answers both "are the tables usable" and "where is this one".
+    static TABLE_BY_SHIFT: [AtomicPtr<u16>; 16] =
+        [const { AtomicPtr::new(std::ptr::null_mut()) }; 16];
+
+    /// The place in the table with granule `1 << shift` once the tables are published; `None`
+    /// before (the caller then takes [`place`](super::place), which decides) or if they could
+    /// not be made.
+    #[inline(always)]
+    pub(crate) fn published_table(shift: u8) -> Option<Place> {
+        let table = TABLE_BY_SHIFT[shift as usize & 15].load(Ordering::Acquire);
+        (!table.is_null()).then_some(Place::Shadow {
+            table,
+            shift: shift as u32,
+        })
+    }
+
     /// The place in the table with granule `1 << shift` (a non-zero [`tag_shift`]).
     #[inline(always)]
     pub(crate) fn table(base: *mut u8, shift: u8) -> Place {
@@ -401,7 +419,15 @@ pub(crate) mod shadow {
         }
         // Whatever was decided first is final for the life of the process.
         match base() {
-            Some(base) => table(base, shift),
+            Some(base) => {
+                // Every racing thread stores the same values; the fast placement finds them.
+                for s in SHIFTS {
+                    if let Place::Shadow { table, .. } = table(base, s as u8) {
+                        TABLE_BY_SHIFT[s as usize].store(table, Ordering::Release);
+                    }
+                }
+                table(base, shift)
+            }
             None => Place::Trailer,
         }
     }
