@@ -185,7 +185,8 @@ struct Block {
     in_use: AtomicBool,
     /// Next block in the append-only list of every block; immutable once published.
     next: *const Block,
-    /// This thread's size histograms, made on its first recorded allocation; kept across reuse.
+    /// The size histograms of this block's threads, made on the first recorded allocation; kept
+    /// across reuse and never unmapped, so readers add every block's.
     hist: AtomicPtr<histogram::Counts>,
     records: [Record; CAPACITY],
 }
