@@ -14,6 +14,7 @@ static RAW_JEMALLOC: Jemalloc = Jemalloc;
 static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
 static FORWARD_JEMALLOC: Forward = Forward;
 static THREAD_COUNTER_JEMALLOC: ThreadCounter = ThreadCounter;
+static TRAILER_TAG_JEMALLOC: TrailerTag = TrailerTag;
 static RAW_SYSTEM: System = System;
 static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
 
@@ -21,7 +22,7 @@ const LIVE_SET: usize = 4096;
 
 type Alloc = &'static (dyn GlobalAlloc + Sync);
 
-fn allocators() -> [(&'static str, Alloc); 6] {
+fn allocators() -> [(&'static str, Alloc); 7] {
     [
         ("jemalloc", &RAW_JEMALLOC),
         ("governor-jemalloc", &GOV_JEMALLOC),
@@ -32,6 +33,7 @@ fn allocators() -> [(&'static str, Alloc); 6] {
             "reference-thread-counter-jemalloc",
             &THREAD_COUNTER_JEMALLOC,
         ),
+        ("reference-trailer-tag-jemalloc", &TRAILER_TAG_JEMALLOC),
     ]
 }
 
@@ -100,6 +102,101 @@ unsafe impl GlobalAlloc for ThreadCounter {
         count((layout.size() as u64).wrapping_neg());
         // SAFETY: forwarded contract.
         unsafe { Jemalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// Reference point, not a product: about the least a wrapper can do and still credit every free
+/// to the component that allocated the block, whichever thread frees it. A 2-byte trailer after
+/// the requested bytes names the allocating component (read from a thread-local), the free reads
+/// it back, and each thread keeps a byte count per component. No budgets, no peaks, no counts of
+/// blocks, no shared view, and always a trailer (no shadow table: an exact-class request moves up
+/// a class). A floor for any allocator that attributes with a tag.
+struct TrailerTag;
+
+/// The calling thread's current component and its byte counts per component.
+struct TagState {
+    current: std::cell::Cell<u16>,
+    bytes: [std::cell::Cell<u64>; 16],
+}
+
+thread_local! {
+    static TAG_STATE: TagState = const {
+        TagState {
+            current: std::cell::Cell::new(0),
+            bytes: [const { std::cell::Cell::new(0) }; 16],
+        }
+    };
+}
+
+const TAG: usize = 2;
+
+/// The inner layout: the request plus the trailer.
+fn tagged(layout: Layout) -> Layout {
+    // SAFETY: the benches' sizes are small; the alignment came from a Layout.
+    unsafe { Layout::from_size_align_unchecked(layout.size() + TAG, layout.align()) }
+}
+
+/// Counts `delta` bytes against `comp`, or against the current component when `comp` is `None`;
+/// returns the component counted.
+fn tag_count(comp: Option<u16>, delta: u64) -> u16 {
+    TAG_STATE
+        .try_with(|st| {
+            let comp = comp.unwrap_or_else(|| st.current.get());
+            let b = &st.bytes[comp as usize & 15];
+            b.set(b.get().wrapping_add(delta));
+            comp
+        })
+        .unwrap_or(0)
+}
+
+// SAFETY: every block comes from jemalloc with the caller's layout grown by TAG bytes, and goes
+// back with that same grown layout; only the trailer beyond the caller's bytes is written.
+unsafe impl GlobalAlloc for TrailerTag {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let comp = tag_count(None, layout.size() as u64);
+        // SAFETY: forwarded contract, with TAG more bytes.
+        let p = unsafe { Jemalloc.alloc(tagged(layout)) };
+        if !p.is_null() {
+            // SAFETY: the block has TAG bytes after the requested ones.
+            unsafe { p.add(layout.size()).cast::<u16>().write_unaligned(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let comp = tag_count(None, layout.size() as u64);
+        // SAFETY: as in `alloc`.
+        let p = unsafe { Jemalloc.alloc_zeroed(tagged(layout)) };
+        if !p.is_null() {
+            // SAFETY: as in `alloc`.
+            unsafe { p.add(layout.size()).cast::<u16>().write_unaligned(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `alloc` with this layout, so its trailer is there.
+        let comp = unsafe { ptr.add(layout.size()).cast::<u16>().read_unaligned() };
+        // SAFETY: forwarded contract, with TAG more bytes on both sides.
+        let p = unsafe { Jemalloc.realloc(ptr, tagged(layout), new_size + TAG) };
+        if !p.is_null() {
+            tag_count(
+                Some(comp),
+                (new_size as u64).wrapping_sub(layout.size() as u64),
+            );
+            // SAFETY: the new block has TAG bytes after the requested ones.
+            unsafe { p.add(new_size).cast::<u16>().write_unaligned(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` with this layout, so its trailer is there.
+        let comp = unsafe { ptr.add(layout.size()).cast::<u16>().read_unaligned() };
+        tag_count(Some(comp), (layout.size() as u64).wrapping_neg());
+        // SAFETY: forwarded contract, with TAG more bytes.
+        unsafe { Jemalloc.dealloc(ptr, tagged(layout)) }
     }
 }
 
