@@ -2,15 +2,16 @@
 //! read.
 //!
 //! Off by default. When off, the allocation path pays nothing for them: the switch is a bit of the
-//! limit epoch that it compares anyway (see `budget::LIMIT_EPOCH`); `realloc` and the slow path
-//! pay one relaxed load and a predictable branch. When on, an allocation (or a realloc, in a second histogram) adds one to a bucket in the
-//! calling thread's own histogram block (a relaxed load and store; the block comes from `mmap`,
-//! made on the thread's first recorded allocation). Buckets are log-linear: four per power of two,
-//! so a bucket is at most 25% wide and a percentile read from them is within 25% of the truth.
-//! Counts are exact: every allocation is counted, no sampling. A histogram block belongs to a
-//! thread block and stays with it when a thread exits and another reuses it, so nothing moves at
-//! thread exit: readers add the histograms of every block ever made, and a thread that exits
-//! while a reader adds can neither vanish from the sum nor be counted twice.
+//! limit epoch that it compares anyway (see `budget::LIMIT_EPOCH`); `realloc` and the slow path pay
+//! one relaxed load and a predictable branch. When on, an allocation (or a realloc, in a second
+//! histogram) adds one to a bucket in the calling thread's own histogram block (a relaxed load and
+//! store; the block comes from `mmap`, made on the thread's first recorded allocation). Buckets are
+//! log-linear: four per power of two, so a bucket is at most 25% wide and a percentile read from
+//! them is within 25% of the truth. Counts are exact: every allocation is counted, no sampling. A
+//! histogram block belongs to a thread block and stays with it when a thread exits and another
+//! reuses it, so nothing moves at thread exit: readers add the histograms of every block ever made,
+//! and a thread that exits while a reader adds can neither vanish from the sum nor be counted
+//! twice.
 
 use crate::registry::CAPACITY;
 use std::ptr;
