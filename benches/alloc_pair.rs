@@ -149,35 +149,51 @@ fn tag_count(comp: Option<u16>, delta: u64) -> u16 {
         .unwrap_or(0)
 }
 
+/// Tags a block just made for `size` bytes with the current component and counts it there; a null
+/// block (refused) passes through uncounted.
+///
+/// # Safety
+/// A non-null `p` has `size + TAG` writable bytes.
+unsafe fn tag_new(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() {
+        let comp = tag_count(None, size as u64);
+        // SAFETY: forwarded from the caller.
+        unsafe { write_tag(p, size, comp) };
+    }
+    p
+}
+
+/// # Safety
+/// `p` has `size + TAG` writable bytes.
+unsafe fn write_tag(p: *mut u8, size: usize, comp: u16) {
+    // SAFETY: forwarded from the caller.
+    unsafe { p.add(size).cast::<u16>().write_unaligned(comp) }
+}
+
+/// # Safety
+/// `p` is a live block tagged by `write_tag` for `size` bytes.
+unsafe fn read_tag(p: *const u8, size: usize) -> u16 {
+    // SAFETY: forwarded from the caller.
+    unsafe { p.add(size).cast::<u16>().read_unaligned() }
+}
+
 // SAFETY: every block comes from jemalloc with the caller's layout grown by TAG bytes, and goes
 // back with that same grown layout; only the trailer beyond the caller's bytes is written.
 unsafe impl GlobalAlloc for TrailerTag {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let comp = tag_count(None, layout.size() as u64);
         // SAFETY: forwarded contract, with TAG more bytes.
-        let p = unsafe { Jemalloc.alloc(tagged(layout)) };
-        if !p.is_null() {
-            // SAFETY: the block has TAG bytes after the requested ones.
-            unsafe { p.add(layout.size()).cast::<u16>().write_unaligned(comp) };
-        }
-        p
+        unsafe { tag_new(Jemalloc.alloc(tagged(layout)), layout.size()) }
     }
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let comp = tag_count(None, layout.size() as u64);
-        // SAFETY: as in `alloc`.
-        let p = unsafe { Jemalloc.alloc_zeroed(tagged(layout)) };
-        if !p.is_null() {
-            // SAFETY: as in `alloc`.
-            unsafe { p.add(layout.size()).cast::<u16>().write_unaligned(comp) };
-        }
-        p
+        // SAFETY: forwarded contract, with TAG more bytes.
+        unsafe { tag_new(Jemalloc.alloc_zeroed(tagged(layout)), layout.size()) }
     }
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from `alloc` with this layout, so its trailer is there.
-        let comp = unsafe { ptr.add(layout.size()).cast::<u16>().read_unaligned() };
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        let comp = unsafe { read_tag(ptr, layout.size()) };
         // SAFETY: forwarded contract, with TAG more bytes on both sides.
         let p = unsafe { Jemalloc.realloc(ptr, tagged(layout), new_size + TAG) };
         if !p.is_null() {
@@ -186,14 +202,14 @@ unsafe impl GlobalAlloc for TrailerTag {
                 (new_size as u64).wrapping_sub(layout.size() as u64),
             );
             // SAFETY: the new block has TAG bytes after the requested ones.
-            unsafe { p.add(new_size).cast::<u16>().write_unaligned(comp) };
+            unsafe { write_tag(p, new_size, comp) };
         }
         p
     }
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` with this layout, so its trailer is there.
-        let comp = unsafe { ptr.add(layout.size()).cast::<u16>().read_unaligned() };
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        let comp = unsafe { read_tag(ptr, layout.size()) };
         tag_count(Some(comp), (layout.size() as u64).wrapping_neg());
         // SAFETY: forwarded contract, with TAG more bytes.
         unsafe { Jemalloc.dealloc(ptr, tagged(layout)) }
