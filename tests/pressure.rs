@@ -290,16 +290,14 @@ fn every_runs_a_task_periodically_until_it_is_removed() {
     let id = memgov::every(Duration::from_millis(20), move || {
         counter.fetch_add(1, Relaxed);
     });
+    // At least 15 runs however slow the machine (the wait has its own deadline), then never more
+    // runs than one per interval since registration.
     thread::sleep(Duration::from_millis(300));
+    wait_until("fifteen runs", || runs.load(Relaxed) >= 15);
     assert!(memgov::remove_callback(id));
     let elapsed = start.elapsed().as_millis() as u64;
     let n = runs.load(Relaxed);
-    // Every 20 ms over ~300 ms is 15 runs; allow for a slow, loaded machine but not for extra
-    // runs beyond one per interval.
-    assert!(
-        (5..=elapsed / 20 + 1).contains(&n),
-        "{n} runs in {elapsed} ms"
-    );
+    assert!(n <= elapsed / 20 + 1, "{n} runs in {elapsed} ms");
     assert!(monitor_stats().task_runs >= task_runs + n);
     // A run in progress when it was removed may still finish; none starts afterwards.
     thread::sleep(Duration::from_millis(100));

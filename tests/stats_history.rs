@@ -14,12 +14,21 @@ fn a_component_leaking_while_sampled_is_reported_with_its_rate() {
     });
     let leaky = memgov::component("history-leaky");
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(1000);
+    // Leak for at least 500 ms and until at least 20 samples are in (at 10 ms, about 50; a slow
+    // machine gets more time rather than a failure, up to a generous deadline).
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(500) {
+    for round in 1u32.. {
         let _scope = memgov::try_enter(leaky).unwrap();
         kept.push(vec![1u8; 4096]);
         drop(_scope);
         std::thread::sleep(Duration::from_millis(1));
+        let elapsed = start.elapsed();
+        if round % 16 == 0
+            && elapsed >= Duration::from_millis(500)
+            && (stats::history().len() >= 20 || elapsed >= Duration::from_secs(30))
+        {
+            break;
+        }
     }
     let samples = stats::history();
     assert!(
