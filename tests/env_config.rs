@@ -57,6 +57,7 @@ fn child_good_values() {
     };
     assert_eq!(memgov::thresholds(), expected);
     assert_eq!(memgov::monitor_interval(), Duration::from_millis(250));
+    assert_eq!(memgov::monitor_reserve(), MIB);
     // Read once: a second call returns the same answer, and code can still override.
     assert_eq!(memgov::init(), Ok(()));
     memgov::set_budget("templates", Limits::hard(MIB)).unwrap();
@@ -64,9 +65,9 @@ fn child_good_values() {
 }
 
 fn child_bad_values() {
-    let errors = memgov::init().expect_err("two variables are malformed").0;
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    let (limit, budgets) = (&errors[0], &errors[1]);
+    let errors = memgov::init().expect_err("three variables are malformed").0;
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    let (limit, budgets, reserve) = (&errors[0], &errors[1], &errors[2]);
     assert_eq!(
         (limit.var, limit.value.as_str()),
         ("MEMGOV_LIMIT", "12 parsecs")
@@ -80,12 +81,18 @@ fn child_bad_values() {
         limit.to_string(),
         format!("MEMGOV_LIMIT=\"12 parsecs\": expected {}", limit.expected)
     );
+    assert_eq!(
+        (reserve.var, reserve.value.as_str()),
+        ("MEMGOV_MONITOR_RESERVE", "lots")
+    );
+    assert!(reserve.expected.starts_with("0 or a size"), "{reserve}");
     let all = memgov::init().unwrap_err();
-    assert_eq!(all.to_string(), format!("{limit}; {budgets}"));
+    assert_eq!(all.to_string(), format!("{limit}; {budgets}; {reserve}"));
 
     // Nothing from a malformed variable, not even its well-formed first item ...
     assert_eq!(memgov::process_limits(), Limits::NONE);
     assert_eq!(memgov::budget("pages"), Limits::NONE);
+    assert_eq!(memgov::monitor_reserve(), memgov::DEFAULT_MONITOR_RESERVE);
     // ... while the good variables are applied.
     let expected = Thresholds {
         recovery: 0.6,
@@ -236,6 +243,7 @@ fn good_values_are_applied_by_init() -> Result<(), String> {
             ("MEMGOV_BUDGETS", "pages=512MiB/400MiB, templates=64MiB"),
             ("MEMGOV_THRESHOLDS", "60%,80%,90%"),
             ("MEMGOV_MONITOR_INTERVAL", "250ms"),
+            ("MEMGOV_MONITOR_RESERVE", "1MiB"),
         ],
     )?;
     expect_silent(&stderr)
@@ -249,6 +257,7 @@ fn a_malformed_variable_is_reported_and_skipped_while_good_ones_apply() -> Resul
             ("MEMGOV_BUDGETS", "pages=512MiB/400MiB,bad name=1MiB"),
             ("MEMGOV_THRESHOLDS", "0.6, 0.8, 0.9"),
             ("MEMGOV_MONITOR_INTERVAL", "250ms"),
+            ("MEMGOV_MONITOR_RESERVE", "lots"),
         ],
     )?;
     expect_silent(&stderr)

@@ -260,6 +260,31 @@ impl Entity {
         }
     }
 
+    /// Charges as much of `max` bytes as the hard limit has room for (all of it without a limit);
+    /// returns what was charged.
+    pub fn charge_up_to(&self, max: i64) -> i64 {
+        let hard = self.hard.load(Relaxed);
+        if hard == NONE {
+            self.charged.fetch_add(max, Relaxed);
+            return max;
+        }
+        let hard = hard as i64;
+        let mut cur = self.charged.load(Relaxed);
+        loop {
+            let amount = hard.saturating_sub(cur).clamp(0, max);
+            if amount == 0 {
+                return 0;
+            }
+            match self
+                .charged
+                .compare_exchange_weak(cur, cur + amount, Relaxed, Relaxed)
+            {
+                Ok(_) => return amount,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Gives `bytes` of charge back.
     pub fn uncharge(&self, bytes: i64) {
         let after = self.charged.fetch_sub(bytes, Relaxed) - bytes;

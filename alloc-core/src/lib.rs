@@ -37,6 +37,7 @@ mod counters;
 mod global;
 mod histogram;
 mod monitor;
+mod monitor_reserve;
 mod pressure;
 mod registry;
 mod reservation;
@@ -66,6 +67,7 @@ pub use monitor::{
     on_component_pressure, on_pressure, remove_callback, set_monitor_interval, start_monitor,
     MonitorStats,
 };
+pub use monitor_reserve::{monitor_reserve, set_monitor_reserve, DEFAULT_MONITOR_RESERVE};
 pub use pressure::{
     component_pressure, dropped_events, pressure, set_thresholds, thresholds, EventKind, Level,
     PressureEvent, ThresholdError, Thresholds,

@@ -10,9 +10,13 @@
 //! `"memgov"`. Callbacks do not run inside the component whose event they handle: that component
 //! may be at its hard limit, where an allocation in the callback would be refused (and abort the
 //! process if it was infallible) just when the callback is trying to shed memory. At the process's
-//! hard limit that danger remains: a Critical callback should free before it allocates.
+//! hard limit the monitor draws on a reserve of its own, a slice of that limit kept for it
+//! ([`set_monitor_reserve`](crate::set_monitor_reserve), 256 KiB by default): its rounds allocate
+//! nothing once their buffers have grown, and callbacks and tasks can allocate up to the reserve
+//! there. Past the reserve a Critical callback should free before it allocates.
 
 use crate::budget::Scope;
+use crate::monitor_reserve;
 use crate::pressure::{self, Level, PressureEvent};
 use crate::registry::{self, ComponentId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -64,6 +68,14 @@ pub struct MonitorStats {
     pub task_runs: u64,
     /// Periodic task runs that panicked.
     pub task_panics: u64,
+    /// Bytes of the process's hard limit held for the monitor now ([`set_monitor_reserve`]).
+    ///
+    /// [`set_monitor_reserve`]: crate::set_monitor_reserve
+    pub reserve_bytes: u64,
+    /// Allocations on the monitor thread that a hard limit refused and the reserve let through.
+    pub reserve_draws: u64,
+    /// The bytes those allocations took from the reserve.
+    pub reserve_drawn_bytes: u64,
 }
 
 /// What the monitor has done so far.
@@ -73,7 +85,11 @@ pub struct MonitorStats {
 /// assert_eq!(s.callback_panics, 0);
 /// ```
 pub fn monitor_stats() -> MonitorStats {
+    let (reserve_draws, reserve_drawn_bytes) = monitor_reserve::draws();
     MonitorStats {
+        reserve_bytes: monitor_reserve::held(),
+        reserve_draws,
+        reserve_drawn_bytes,
         running: pressure::MONITOR.get().is_some(),
         samples: SAMPLES.load(Relaxed),
         events: EVENTS_DELIVERED.load(Relaxed),
@@ -239,12 +255,25 @@ fn scale(base: usize, level: Level) -> usize {
     }
 }
 
-fn deliver(event: PressureEvent) {
-    let callbacks: Vec<(Option<ComponentId>, Callback)> = lock(&CALLBACKS)
-        .iter()
-        .map(|(_, filter, f)| (*filter, Arc::clone(f)))
-        .collect();
-    for (filter, f) in callbacks {
+/// Snapshots of the callback and task lists, kept by the monitor thread from round to round so
+/// that a round allocates only when a list has grown (the monitor may run at the process's hard
+/// limit, on its reserve).
+#[derive(Default)]
+struct Buffers {
+    scopes: Vec<Scope>,
+    events: Vec<PressureEvent>,
+    callbacks: Vec<(Option<ComponentId>, Callback)>,
+    due: Vec<Arc<Task>>,
+}
+
+fn deliver(event: &PressureEvent, callbacks: &mut Vec<(Option<ComponentId>, Callback)>) {
+    callbacks.clear();
+    callbacks.extend(
+        lock(&CALLBACKS)
+            .iter()
+            .map(|(_, filter, f)| (*filter, Arc::clone(f))),
+    );
+    for (filter, f) in callbacks.drain(..) {
         let matches = match (filter, event.scope) {
             (None, _) => true,
             (Some(c), Scope::Component(s)) => c == s,
@@ -254,22 +283,24 @@ fn deliver(event: PressureEvent) {
             continue;
         }
         EVENTS_DELIVERED.fetch_add(1, Relaxed);
-        if catch_unwind(AssertUnwindSafe(|| f(&event))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| f(event))).is_err() {
             CALLBACK_PANICS.fetch_add(1, Relaxed);
         }
     }
 }
 
-fn run_due_tasks() {
+fn run_due_tasks(due: &mut Vec<Arc<Task>>) {
     let now = Instant::now();
     // Run outside the list's lock, so tasks can register or remove tasks; a task removed meanwhile
     // finishes its run and is gone from the list for the next round.
-    let due: Vec<Arc<Task>> = lock(&TASKS)
-        .iter()
-        .filter(|t| *lock(&t.due) <= now)
-        .cloned()
-        .collect();
-    for task in due {
+    due.clear();
+    due.extend(
+        lock(&TASKS)
+            .iter()
+            .filter(|t| *lock(&t.due) <= now)
+            .cloned(),
+    );
+    for task in due.drain(..) {
         TASK_RUNS.fetch_add(1, Relaxed);
         let mut run = lock(&task.run);
         if catch_unwind(AssertUnwindSafe(&mut *run)).is_err() {
@@ -291,18 +322,23 @@ fn next_wake() -> Duration {
 
 fn run() {
     let _scope = crate::scope::component_scope("memgov");
+    monitor_reserve::hold_for_this_thread();
     let mut cursor = 0u64;
+    let mut buffers = Buffers::default();
     loop {
         SAMPLES.fetch_add(1, Relaxed);
-        for scope in pressure::scopes().collect::<Vec<_>>() {
+        monitor_reserve::maintain();
+        buffers.scopes.clear();
+        buffers.scopes.extend(pressure::scopes());
+        for &scope in &buffers.scopes {
             pressure::evaluate(scope);
         }
-        let mut events = Vec::new();
-        pressure::drain(&mut cursor, |e| events.push(e));
-        for event in events {
-            deliver(event);
+        buffers.events.clear();
+        pressure::drain(&mut cursor, |e| buffers.events.push(e));
+        for event in &buffers.events {
+            deliver(event, &mut buffers.callbacks);
         }
-        run_due_tasks();
+        run_due_tasks(&mut buffers.due);
         std::thread::park_timeout(next_wake());
     }
 }

@@ -190,8 +190,8 @@ pub struct PressureEvent {
 pub(crate) fn evaluate(scope: Scope) {
     let e = scope.entity();
     let current = Level::from_u8(e.level.load(Relaxed));
-    let charged = e.charged();
-    let next = match e.pressure_base() {
+    let (charged, base) = usage(scope);
+    let next = match base {
         Some(base) => next_level(current, charged, base),
         None => Level::Normal,
     };
@@ -213,9 +213,28 @@ pub(crate) fn evaluate(scope: Scope) {
         previous: current,
         level: next,
         charged_bytes: charged,
-        limit_bytes: e.pressure_base().unwrap_or(0),
+        limit_bytes: base.unwrap_or(0),
     });
     wake_monitor();
+}
+
+/// What pressure levels measure for `scope`: its charged bytes and the limit they are a fraction
+/// of (the soft limit, else the hard one). For the process, the monitor's reserve counts in
+/// neither: it is charged to the process but is not the program's use, and the program can only
+/// reach the hard limit less the reserve.
+fn usage(scope: Scope) -> (u64, Option<u64>) {
+    let e = scope.entity();
+    match scope {
+        Scope::Component(_) => (e.charged(), e.pressure_base()),
+        Scope::Process => {
+            let reserve = crate::monitor_reserve::held();
+            let limits = e.limits();
+            let base = limits
+                .soft
+                .or(limits.hard.map(|hard| hard.saturating_sub(reserve).max(1)));
+            (e.charged().saturating_sub(reserve), base)
+        }
+    }
 }
 
 /// Every scope that has limits: the process and each limited component.

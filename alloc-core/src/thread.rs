@@ -28,6 +28,7 @@
 use crate::budget::{self, Scope, CREDIT_CHUNK, MAX_CREDIT};
 use crate::counters::{self, Delta};
 use crate::histogram;
+use crate::monitor_reserve;
 use crate::pressure;
 use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::TAG_BYTES;
@@ -307,6 +308,8 @@ impl Block {
             let need = size - g;
             match budget::process_entity().charge(need, need.saturating_add(chunk)) {
                 Some(got) => got,
+                // The monitor thread's reserve is already charged to the process.
+                None if monitor_reserve::draw(need) => need,
                 None => {
                     component.uncharge(got_c);
                     budget::refused(comp, true, size as u64);
