@@ -57,7 +57,7 @@ fn child_good_values() {
     };
     assert_eq!(memgov::thresholds(), expected);
     assert_eq!(memgov::monitor_interval(), Duration::from_millis(250));
-    assert_eq!(memgov::monitor_reserve(), MIB);
+    assert_eq!(memgov::emergency_reserve_stats().target_bytes, 4 * MIB);
     // Read once: a second call returns the same answer, and code can still override.
     assert_eq!(memgov::init(), Ok(()));
     memgov::set_budget("templates", Limits::hard(MIB)).unwrap();
@@ -83,7 +83,7 @@ fn child_bad_values() {
     );
     assert_eq!(
         (reserve.var, reserve.value.as_str()),
-        ("MEMGOV_MONITOR_RESERVE", "lots")
+        ("MEMGOV_EMERGENCY_RESERVE", "lots")
     );
     assert!(reserve.expected.starts_with("0 or a size"), "{reserve}");
     let all = memgov::init().unwrap_err();
@@ -92,7 +92,10 @@ fn child_bad_values() {
     // Nothing from a malformed variable, not even its well-formed first item ...
     assert_eq!(memgov::process_limits(), Limits::NONE);
     assert_eq!(memgov::budget("pages"), Limits::NONE);
-    assert_eq!(memgov::monitor_reserve(), memgov::DEFAULT_MONITOR_RESERVE);
+    assert_eq!(
+        memgov::emergency_reserve_stats().target_bytes,
+        memgov::DEFAULT_EMERGENCY_RESERVE
+    );
     // ... while the good variables are applied.
     let expected = Thresholds {
         recovery: 0.6,
@@ -243,7 +246,7 @@ fn good_values_are_applied_by_init() -> Result<(), String> {
             ("MEMGOV_BUDGETS", "pages=512MiB/400MiB, templates=64MiB"),
             ("MEMGOV_THRESHOLDS", "60%,80%,90%"),
             ("MEMGOV_MONITOR_INTERVAL", "250ms"),
-            ("MEMGOV_MONITOR_RESERVE", "1MiB"),
+            ("MEMGOV_EMERGENCY_RESERVE", "4MiB"),
         ],
     )?;
     expect_silent(&stderr)
@@ -257,7 +260,7 @@ fn a_malformed_variable_is_reported_and_skipped_while_good_ones_apply() -> Resul
             ("MEMGOV_BUDGETS", "pages=512MiB/400MiB,bad name=1MiB"),
             ("MEMGOV_THRESHOLDS", "0.6, 0.8, 0.9"),
             ("MEMGOV_MONITOR_INTERVAL", "250ms"),
-            ("MEMGOV_MONITOR_RESERVE", "lots"),
+            ("MEMGOV_EMERGENCY_RESERVE", "lots"),
         ],
     )?;
     expect_silent(&stderr)

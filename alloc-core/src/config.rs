@@ -7,7 +7,7 @@
 //! | `MEMGOV_BUDGETS` | comma-separated `name=HARD`, `name=HARD/SOFT` or `name=/SOFT` | `pages=512MiB/400MiB,templates=64MiB` |
 //! | `MEMGOV_THRESHOLDS` | recovery, warning, critical, as fractions or percentages | `70%,85%,95%` |
 //! | `MEMGOV_MONITOR_INTERVAL` | the monitor's sampling interval: `us`, `ms` or `s` | `100ms` |
-//! | `MEMGOV_MONITOR_RESERVE` | the slice of the process's hard limit kept for the monitor thread: a size (`0` for none) | `256KiB`, `1MiB` |
+//! | `MEMGOV_EMERGENCY_RESERVE` | the slice of the process's hard limit kept for the threads that react to pressure: a size (`0` for none) | `1MiB`, `4MiB` |
 //! | `MEMGOV_DECAY` | jemalloc decay: `auto` (the soft-limit responder, the default), `off` (leave jemalloc alone), or a fixed time for every arena: `<n>ms`, `<n>s`, `never` | `auto`, `2000ms` |
 //! | `MEMGOV_BACKGROUND_THREADS` | jemalloc's background purging threads: `on` or `off` | `on` |
 //!
@@ -427,8 +427,8 @@ pub enum Setting {
     Thresholds(Thresholds),
     /// `MEMGOV_MONITOR_INTERVAL`.
     MonitorInterval(Duration),
-    /// `MEMGOV_MONITOR_RESERVE`.
-    MonitorReserve(u64),
+    /// `MEMGOV_EMERGENCY_RESERVE`.
+    EmergencyReserve(u64),
     /// `MEMGOV_DECAY`.
     Decay(DecaySetting),
     /// `MEMGOV_BACKGROUND_THREADS`.
@@ -442,7 +442,7 @@ pub const VARIABLES: [&str; 8] = [
     "MEMGOV_BUDGETS",
     "MEMGOV_THRESHOLDS",
     "MEMGOV_MONITOR_INTERVAL",
-    "MEMGOV_MONITOR_RESERVE",
+    "MEMGOV_EMERGENCY_RESERVE",
     "MEMGOV_DECAY",
     "MEMGOV_BACKGROUND_THREADS",
 ];
@@ -480,10 +480,10 @@ pub fn parse_with(
         "MEMGOV_BUDGETS" => parse_budgets(value, available).map(Setting::Budgets),
         "MEMGOV_THRESHOLDS" => parse_thresholds(value).map(Setting::Thresholds),
         "MEMGOV_MONITOR_INTERVAL" => parse_interval(value).map(Setting::MonitorInterval),
-        "MEMGOV_MONITOR_RESERVE" => match value.trim() {
-            "0" => Ok(Setting::MonitorReserve(0)),
+        "MEMGOV_EMERGENCY_RESERVE" => match value.trim() {
+            "0" => Ok(Setting::EmergencyReserve(0)),
             _ => parse_size(value, available)
-                .map(Setting::MonitorReserve)
+                .map(Setting::EmergencyReserve)
                 .map_err(|expected| format!("0 or {expected}")),
         },
         "MEMGOV_DECAY" => jemalloc_only(parse_decay(value)).map(Setting::Decay),
@@ -612,7 +612,7 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
                 let _ = pressure::set_thresholds(t);
             }
             Ok(Setting::MonitorInterval(d)) => monitor::set_monitor_interval(d),
-            Ok(Setting::MonitorReserve(b)) => crate::monitor_reserve::set_monitor_reserve(b),
+            Ok(Setting::EmergencyReserve(b)) => crate::emergency_reserve::set_emergency_reserve(b),
             Ok(Setting::Decay(d)) => {
                 if let Err(expected) = apply_decay(d) {
                     errors.push(ConfigError {
@@ -819,14 +819,14 @@ mod tests {
     }
 
     #[test]
-    fn monitor_reserve_grammar() {
-        let reserve = |v: &str| parse_with("MEMGOV_MONITOR_RESERVE", v, &mem);
-        assert_eq!(reserve(" 0 "), Ok(Setting::MonitorReserve(0)));
-        assert_eq!(reserve("1MiB"), Ok(Setting::MonitorReserve(1 << 20)));
-        assert_eq!(reserve("64KB"), Ok(Setting::MonitorReserve(64_000)));
+    fn emergency_reserve_grammar() {
+        let reserve = |v: &str| parse_with("MEMGOV_EMERGENCY_RESERVE", v, &mem);
+        assert_eq!(reserve(" 0 "), Ok(Setting::EmergencyReserve(0)));
+        assert_eq!(reserve("1MiB"), Ok(Setting::EmergencyReserve(1 << 20)));
+        assert_eq!(reserve("64KB"), Ok(Setting::EmergencyReserve(64_000)));
         for bad in ["", "-1KiB", "lots", "0KiB"] {
             let e = reserve(bad).unwrap_err();
-            assert_eq!(e.var, "MEMGOV_MONITOR_RESERVE");
+            assert_eq!(e.var, "MEMGOV_EMERGENCY_RESERVE");
             assert!(e.expected.starts_with("0 or a size"), "{bad:?}: {e}");
         }
     }

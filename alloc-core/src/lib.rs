@@ -34,10 +34,10 @@ mod abort_line;
 mod budget;
 mod config;
 mod counters;
+mod emergency_reserve;
 mod global;
 mod histogram;
 mod monitor;
-mod monitor_reserve;
 mod pressure;
 mod registry;
 mod reservation;
@@ -57,6 +57,10 @@ pub use config::{
     parse_thresholds, parse_with, ConfigError, ConfigErrors, DecaySetting, MemorySource, Setting,
     VARIABLES,
 };
+pub use emergency_reserve::{
+    emergency_reserve_stats, set_emergency_reserve, use_emergency_reserve, EmergencyReserveStats,
+    DEFAULT_EMERGENCY_RESERVE,
+};
 pub use global::{DefaultInner, Governor};
 pub use histogram::{
     histogram_bucket, histogram_bucket_floor, histograms_enabled, set_histograms,
@@ -67,7 +71,6 @@ pub use monitor::{
     on_component_pressure, on_pressure, remove_callback, set_monitor_interval, start_monitor,
     MonitorStats,
 };
-pub use monitor_reserve::{monitor_reserve, set_monitor_reserve, DEFAULT_MONITOR_RESERVE};
 pub use pressure::{
     component_pressure, dropped_events, pressure, set_thresholds, thresholds, EventKind, Level,
     PressureEvent, ThresholdError, Thresholds,

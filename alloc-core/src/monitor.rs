@@ -10,13 +10,14 @@
 //! `"memgov"`. Callbacks do not run inside the component whose event they handle: that component
 //! may be at its hard limit, where an allocation in the callback would be refused (and abort the
 //! process if it was infallible) just when the callback is trying to shed memory. At the process's
-//! hard limit the monitor draws on a reserve of its own, a slice of that limit kept for it
-//! ([`set_monitor_reserve`](crate::set_monitor_reserve), 256 KiB by default): its rounds allocate
-//! nothing once their buffers have grown, and callbacks and tasks can allocate up to the reserve
-//! there. Past the reserve a Critical callback should free before it allocates.
+//! hard limit the monitor draws on the emergency reserve, a slice of that limit kept for the
+//! threads that react to pressure ([`set_emergency_reserve`](crate::set_emergency_reserve), 1 MiB
+//! by default), and tops it up every round. Its rounds allocate nothing once their buffers have
+//! grown; callbacks and tasks can allocate up to the reserve there. Past the reserve a Critical
+//! callback should free before it allocates.
 
 use crate::budget::Scope;
-use crate::monitor_reserve;
+use crate::emergency_reserve;
 use crate::pressure::{self, Level, PressureEvent};
 use crate::registry::{self, ComponentId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -68,14 +69,6 @@ pub struct MonitorStats {
     pub task_runs: u64,
     /// Periodic task runs that panicked.
     pub task_panics: u64,
-    /// Bytes of the process's hard limit held for the monitor now ([`set_monitor_reserve`]).
-    ///
-    /// [`set_monitor_reserve`]: crate::set_monitor_reserve
-    pub reserve_bytes: u64,
-    /// Allocations on the monitor thread that a hard limit refused and the reserve let through.
-    pub reserve_draws: u64,
-    /// The bytes those allocations took from the reserve.
-    pub reserve_drawn_bytes: u64,
 }
 
 /// What the monitor has done so far.
@@ -85,11 +78,7 @@ pub struct MonitorStats {
 /// assert_eq!(s.callback_panics, 0);
 /// ```
 pub fn monitor_stats() -> MonitorStats {
-    let (reserve_draws, reserve_drawn_bytes) = monitor_reserve::draws();
     MonitorStats {
-        reserve_bytes: monitor_reserve::held(),
-        reserve_draws,
-        reserve_drawn_bytes,
         running: pressure::MONITOR.get().is_some(),
         samples: SAMPLES.load(Relaxed),
         events: EVENTS_DELIVERED.load(Relaxed),
@@ -322,12 +311,12 @@ fn next_wake() -> Duration {
 
 fn run() {
     let _scope = crate::scope::component_scope("memgov");
-    monitor_reserve::hold_for_this_thread();
+    crate::thread::set_uses_emergency_reserve();
     let mut cursor = 0u64;
     let mut buffers = Buffers::default();
     loop {
         SAMPLES.fetch_add(1, Relaxed);
-        monitor_reserve::maintain();
+        emergency_reserve::maintain();
         buffers.scopes.clear();
         buffers.scopes.extend(pressure::scopes());
         for &scope in &buffers.scopes {

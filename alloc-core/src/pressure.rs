@@ -219,7 +219,7 @@ pub(crate) fn evaluate(scope: Scope) {
 }
 
 /// What pressure levels measure for `scope`: its charged bytes and the limit they are a fraction
-/// of (the soft limit, else the hard one). For the process, the monitor's reserve counts in
+/// of (the soft limit, else the hard one). For the process, the emergency reserve counts in
 /// neither: it is charged to the process but is not the program's use, and the program can only
 /// reach the hard limit less the reserve.
 fn usage(scope: Scope) -> (u64, Option<u64>) {
@@ -227,7 +227,7 @@ fn usage(scope: Scope) -> (u64, Option<u64>) {
     match scope {
         Scope::Component(_) => (e.charged(), e.pressure_base()),
         Scope::Process => {
-            let reserve = crate::monitor_reserve::held();
+            let reserve = crate::emergency_reserve::held();
             let limits = e.limits();
             let base = limits
                 .soft

@@ -27,8 +27,8 @@
 
 use crate::budget::{self, Scope, CREDIT_CHUNK, MAX_CREDIT};
 use crate::counters::{self, Delta};
+use crate::emergency_reserve;
 use crate::histogram;
-use crate::monitor_reserve;
 use crate::pressure;
 use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::TAG_BYTES;
@@ -308,8 +308,8 @@ impl Block {
             let need = size - g;
             match budget::process_entity().charge(need, need.saturating_add(chunk)) {
                 Some(got) => got,
-                // The monitor thread's reserve is already charged to the process.
-                None if monitor_reserve::draw(need) => need,
+                // The emergency reserve is already charged to the process.
+                None if emergency_reserve::draw(need) => need,
                 None => {
                     component.uncharge(got_c);
                     budget::refused(comp, true, size as u64);
@@ -669,6 +669,8 @@ pub(crate) struct ThreadState {
     record: Cell<*const Record>,
     phase: Cell<u8>,
     depth: Cell<u8>,
+    /// Whether this thread may draw on the emergency reserve ([`crate::use_emergency_reserve`]).
+    emergency: Cell<bool>,
     alive: Cell<u64>,
     stack: [Cell<u16>; MAX_DEPTH],
 }
@@ -681,6 +683,7 @@ thread_local! {
             record: Cell::new(ptr::null()),
             phase: Cell::new(PHASE_NEW),
             depth: Cell::new(0),
+            emergency: Cell::new(false),
             alive: Cell::new(0),
             stack: [const { Cell::new(0) }; MAX_DEPTH],
         }
@@ -704,6 +707,16 @@ pub(crate) fn state() -> Option<&'static ThreadState> {
     STATE
         .try_with(|st| unsafe { &*(st as *const ThreadState) })
         .ok()
+}
+
+/// Lets the calling thread draw on the emergency reserve from now on.
+pub(crate) fn set_uses_emergency_reserve() {
+    let _ = with_state(|st| st.emergency.set(true));
+}
+
+/// Whether the calling thread may draw on the emergency reserve.
+pub(crate) fn uses_emergency_reserve() -> bool {
+    with_state(|st| st.emergency.get()).unwrap_or(false)
 }
 
 /// The calling thread's current component id.

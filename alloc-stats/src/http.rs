@@ -10,7 +10,10 @@
 //! Requests are served one at a time on the server's own thread (component `"memgov-http"`), never
 //! on the allocation path. A request line or headers that do not parse get 400, an unknown path
 //! 404, a wrong method 405 (with `Allow`), headers over 8 KiB 431; a client that stalls or hangs up
-//! mid-request is dropped after a 2 s timeout and the server goes on.
+//! mid-request is dropped after a 2 s timeout and the server goes on. At the process's hard limit
+//! the server's thread allocates from the emergency reserve
+//! ([`use_emergency_reserve`](alloc_core::use_emergency_reserve)), so it still answers when it is
+//! needed most.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -87,6 +90,9 @@ pub fn serve(addr: impl ToSocketAddrs) -> io::Result<HttpServer> {
         .name("memgov-http".into())
         .spawn(move || {
             let _scope = alloc_core::component_scope("memgov-http");
+            // An operator asks for the health report or a compaction when memory is short: at the
+            // process's hard limit, this thread's allocations come from the emergency reserve.
+            alloc_core::use_emergency_reserve();
             for conn in listener.incoming() {
                 if stop2.load(Relaxed) {
                     break;

@@ -1,0 +1,157 @@
+//! The emergency reserve: a slice of the process's hard limit kept for the threads that react to
+//! memory pressure, so that they can still allocate when the rest of the program has used
+//! everything else.
+//!
+//! The code that reacts to the limit must be able to run at the limit: the monitor thread (pressure
+//! callbacks, periodic tasks, the jemalloc responder, the history sampler, and its own
+//! bookkeeping), memgov's HTTP endpoint (an operator asks for `/memory/health` or
+//! `POST /memory/compact` exactly when memory is short), and any thread the program marks with
+//! [`use_emergency_reserve`]. An infallible allocation refused there would abort the process, even
+//! one whose own code meets the limit gracefully with `try_reserve`.
+//!
+//! While the process has a hard limit, the monitor charges up to [`emergency_reserve`] bytes to
+//! the process budget at the start of every round and holds them, unspent. When the process's
+//! hard limit refuses an allocation on a thread that uses the reserve, the allocation path takes
+//! what it needs from the reserve instead: the bytes are already charged, so nothing passes the
+//! limit (`live <= charged <= hard` holds throughout). The next round tops the reserve up again
+//! from whatever room the limit has. Every other thread can therefore use the hard limit less the
+//! reserve. Without a process hard limit no reserve is held.
+//!
+//! The reserve counts in the process's charged bytes (it is part of what the limit has handed
+//! out), but not in its pressure level, which measures the program's use against what the program
+//! can use. Component budgets are not covered: the reserve only answers the process's limit.
+
+use crate::budget;
+use crate::thread;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The reserve kept unless told otherwise: 1 MiB.
+pub const DEFAULT_EMERGENCY_RESERVE: u64 = 1024 * 1024;
+
+/// The size the monitor tops the reserve up to.
+static TARGET: AtomicU64 = AtomicU64::new(DEFAULT_EMERGENCY_RESERVE);
+/// Bytes charged to the process budget and held in reserve: neither live nor any thread's credit.
+static HELD: AtomicU64 = AtomicU64::new(0);
+/// Allocations the reserve let through, and the bytes it gave them.
+static DRAWS: AtomicU64 = AtomicU64::new(0);
+static DRAWN_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The emergency reserve's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmergencyReserveStats {
+    /// The size the reserve is topped up to while the process has a hard limit
+    /// ([`set_emergency_reserve`]).
+    pub target_bytes: u64,
+    /// Bytes held now (0 without a process hard limit, or before the monitor's first round).
+    pub held_bytes: u64,
+    /// Allocations that the process's hard limit refused and the reserve let through.
+    pub draws: u64,
+    /// The bytes those allocations took from the reserve.
+    pub drawn_bytes: u64,
+}
+
+/// Sets how many bytes of the process's hard limit are kept for the threads that react to
+/// pressure (default [`DEFAULT_EMERGENCY_RESERVE`]; 0 turns the reserve off). The monitor applies
+/// it at its next round. Also `MEMGOV_EMERGENCY_RESERVE`.
+///
+/// Size it for what the pressure callbacks, the periodic tasks and a request to the HTTP endpoint
+/// allocate between two monitor rounds: past the reserve, an infallible allocation on those
+/// threads at the hard limit aborts the process like any other.
+///
+/// ```
+/// alloc_core::set_emergency_reserve(4 << 20); // callbacks that build large reports
+/// assert_eq!(alloc_core::emergency_reserve_stats().target_bytes, 4 << 20);
+/// # alloc_core::set_emergency_reserve(alloc_core::DEFAULT_EMERGENCY_RESERVE);
+/// ```
+pub fn set_emergency_reserve(bytes: u64) {
+    TARGET.store(bytes.min(i64::MAX as u64), Relaxed);
+    crate::pressure::wake_monitor();
+}
+
+/// The emergency reserve's size, what it holds now, and what it has given out.
+///
+/// ```
+/// let s = alloc_core::emergency_reserve_stats();
+/// assert!(s.held_bytes <= s.target_bytes || s.target_bytes == 0);
+/// ```
+pub fn emergency_reserve_stats() -> EmergencyReserveStats {
+    EmergencyReserveStats {
+        target_bytes: TARGET.load(Relaxed),
+        held_bytes: held(),
+        draws: DRAWS.load(Relaxed),
+        drawn_bytes: DRAWN_BYTES.load(Relaxed),
+    }
+}
+
+/// Lets the calling thread draw on the emergency reserve when the process's hard limit refuses
+/// one of its allocations, for the rest of its life, and starts the monitor (which fills the
+/// reserve) if it does not run.
+///
+/// For threads whose work is reacting to memory pressure, such as an admin endpoint that reports
+/// or sheds memory; memgov's monitor and HTTP threads use it already. Threads that use the reserve
+/// share it, so keep what they allocate at the limit small.
+///
+/// ```
+/// std::thread::spawn(|| {
+///     alloc_core::use_emergency_reserve();
+///     // serve the admin endpoint ...
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+pub fn use_emergency_reserve() {
+    thread::set_uses_emergency_reserve();
+    crate::monitor::start_monitor();
+}
+
+/// Bytes held in the reserve now.
+pub(crate) fn held() -> u64 {
+    HELD.load(Relaxed)
+}
+
+/// Called where the process's hard limit refuses `bytes`: on a thread that uses the reserve,
+/// takes them from it if it holds enough and returns true (they are already charged to the
+/// process, so the caller turns them into credit without charging again). False otherwise.
+#[cold]
+#[inline(never)]
+pub(crate) fn draw(bytes: i64) -> bool {
+    let Ok(bytes) = u64::try_from(bytes) else {
+        return false;
+    };
+    if bytes == 0 || !thread::uses_emergency_reserve() {
+        return false;
+    }
+    let taken = HELD.fetch_update(Relaxed, Relaxed, |held| held.checked_sub(bytes));
+    if taken.is_err() {
+        return false;
+    }
+    DRAWS.fetch_add(1, Relaxed);
+    DRAWN_BYTES.fetch_add(bytes, Relaxed);
+    true
+}
+
+/// Monitor thread only: tops the reserve up to its target from the room under the process's hard
+/// limit, or gives back what is held beyond the target (all of it without a hard limit).
+pub(crate) fn maintain() {
+    let process = budget::process_entity();
+    let target = match process.limits().hard {
+        Some(_) => TARGET.load(Relaxed),
+        None => 0,
+    };
+    let held = HELD.load(Relaxed);
+    if held > target {
+        // Draws only lower HELD; if one came in between, the next round gives back the rest.
+        let excess = held - target;
+        if HELD
+            .compare_exchange(held, target, Relaxed, Relaxed)
+            .is_ok()
+        {
+            process.uncharge(excess as i64);
+        }
+    } else if held < target {
+        let got = process.charge_up_to((target - held) as i64);
+        HELD.fetch_add(got as u64, Relaxed);
+    }
+}

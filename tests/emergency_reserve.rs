@@ -1,0 +1,242 @@
+//! The emergency reserve: a slice of the process's hard limit kept for the threads that react to
+//! pressure, so that they can allocate while the rest of the program holds everything else. Before
+//! it existed, the monitor's own bookkeeping (and the HTTP endpoint serving a request) aborted the
+//! process at the limit, although every other allocation there was a graceful `try_reserve`.
+//!
+//! Each scenario fills the process to its hard limit with `try_reserve` and then checks what
+//! still works; assertions wait until the memory is let go (at the limit a panic could not even
+//! format its message).
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::{budget_stats, emergency_reserve_stats, EventKind, Level, Limits, Scope};
+use serial_test::serial;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Resets the process limits and the reserve when dropped, so a failing test leaves neither behind.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        memgov::set_process_limits(Limits::NONE).unwrap();
+        memgov::set_emergency_reserve(memgov::DEFAULT_EMERGENCY_RESERVE);
+    }
+}
+
+/// Waits up to 10 s for `done`; false if it never came.
+fn came(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    assert!(came(done), "timed out waiting for {what}");
+}
+
+fn held_bytes() -> u64 {
+    emergency_reserve_stats().held_bytes
+}
+
+/// Sets a reserve of `reserve` bytes and a process hard limit `room` bytes above what is charged
+/// now, and waits until the monitor holds the whole reserve; returns the limit.
+fn limit_with_room(reserve: u64, room: u64) -> u64 {
+    memgov::set_emergency_reserve(reserve);
+    memgov::start_monitor();
+    memgov::flush_thread();
+    let hard = budget_stats(Scope::Process).charged_bytes + room;
+    memgov::set_process_limits(Limits::hard(hard)).unwrap();
+    wait_until("the reserve", || held_bytes() == reserve);
+    hard
+}
+
+/// Takes blocks, halving the size at each refusal, until not even 16 bytes are granted: this
+/// thread then holds everything the limit lets it have.
+fn fill_to_the_limit() -> Vec<Vec<u8>> {
+    let mut held = Vec::with_capacity(256);
+    let mut size = MIB as usize;
+    while size >= 16 {
+        let mut block = Vec::new();
+        if block.try_reserve_exact(size).is_ok() {
+            held.push(block);
+        } else {
+            size /= 2;
+        }
+    }
+    held
+}
+
+#[test]
+#[serial]
+fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
+    let restore = Restore;
+    let hard = limit_with_room(MIB, 16 * MIB);
+    let before = emergency_reserve_stats();
+    let ran = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&ran);
+    let id = memgov::on_pressure(move |event| {
+        if event.scope == Scope::Process && event.kind == EventKind::Critical {
+            // Infallible, and more than the monitor thread's own credit can cover: without the
+            // reserve this aborts the process.
+            let report = std::hint::black_box(vec![0x5Au8; 512 * KIB as usize]);
+            seen.fetch_add(report.len() as u64, Relaxed);
+        }
+    });
+    let held = fill_to_the_limit();
+    let called = came(|| ran.load(Relaxed) > 0);
+    let charged = budget_stats(Scope::Process).charged_bytes;
+    drop(held);
+    drop(restore);
+    memgov::remove_callback(id);
+    assert!(called, "the Critical callback never ran");
+    let after = emergency_reserve_stats();
+    assert!(after.draws > before.draws, "{after:?}");
+    assert!(
+        after.drawn_bytes >= before.drawn_bytes + 256 * KIB,
+        "{after:?}"
+    );
+    assert!(charged <= hard, "charged {charged} past the limit {hard}");
+}
+
+#[test]
+#[serial]
+fn other_threads_get_the_hard_limit_less_the_reserve() {
+    let restore = Restore;
+    let hard = limit_with_room(2 * MIB, 16 * MIB);
+    let held = fill_to_the_limit();
+    let got: u64 = held.iter().map(|b| b.capacity() as u64).sum();
+    let level = memgov::pressure();
+    let stats = emergency_reserve_stats();
+    let charged = budget_stats(Scope::Process).charged_bytes;
+    drop(held);
+    memgov::flush_thread();
+    let normal_again = came(|| memgov::pressure() == Level::Normal);
+    let held_after = held_bytes();
+    drop(restore);
+    // Refused to the last 16 bytes while the whole reserve was held, and never past the limit:
+    // the program's use stayed within the hard limit less the reserve. (What it got can exceed the
+    // room less the reserve by credit other threads hand back meanwhile, hence no upper bound.)
+    assert_eq!(stats.held_bytes, 2 * MIB, "{stats:?}");
+    assert!(got >= 13 * MIB, "only {got} bytes granted");
+    assert!(charged <= hard, "charged {charged} past the limit {hard}");
+    // Pressure measures the program's use against what it can use: Critical at the limit less
+    // the reserve, back at Normal once the program lets go although the reserve is still held.
+    assert_eq!(level, Level::Critical);
+    assert!(normal_again, "pressure stayed at {}", memgov::pressure());
+    assert_eq!(held_after, 2 * MIB);
+}
+
+#[test]
+#[serial]
+fn a_thread_that_uses_the_reserve_allocates_where_others_are_refused() {
+    let restore = Restore;
+    let at_limit = Barrier::new(2);
+    let done = Barrier::new(2);
+    std::thread::scope(|s| {
+        let admin = s.spawn(|| {
+            memgov::use_emergency_reserve();
+            at_limit.wait();
+            // Infallible, at the limit.
+            let answer = std::hint::black_box(vec![1u8; 128 * KIB as usize]);
+            let ok = answer.iter().all(|&b| b == 1);
+            done.wait();
+            ok
+        });
+        let hard = limit_with_room(MIB, 16 * MIB);
+        let before = emergency_reserve_stats();
+        let held = fill_to_the_limit();
+        let refused_here = Vec::<u8>::new()
+            .try_reserve_exact(128 * KIB as usize)
+            .is_err();
+        at_limit.wait();
+        done.wait();
+        let after = emergency_reserve_stats();
+        let charged = budget_stats(Scope::Process).charged_bytes;
+        drop(held);
+        drop(restore);
+        assert!(admin.join().unwrap());
+        assert!(
+            refused_here,
+            "a thread without the reserve got 128 KiB at the limit"
+        );
+        assert!(after.draws > before.draws, "{after:?}");
+        assert!(charged <= hard, "charged {charged} past the limit {hard}");
+    });
+}
+
+#[test]
+#[serial]
+fn the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit() {
+    let _restore = Restore;
+    memgov::start_monitor();
+    memgov::set_process_limits(Limits::NONE).unwrap();
+    wait_until("no reserve", || held_bytes() == 0);
+    limit_with_room(512 * KIB, 64 * MIB);
+    memgov::set_emergency_reserve(128 * KIB);
+    wait_until("a smaller reserve", || held_bytes() == 128 * KIB);
+    memgov::set_emergency_reserve(0);
+    wait_until("no reserve", || held_bytes() == 0);
+    memgov::set_emergency_reserve(256 * KIB);
+    wait_until("the reserve again", || held_bytes() == 256 * KIB);
+    memgov::set_process_limits(Limits::soft(1 << 40)).unwrap();
+    wait_until("no reserve without a hard limit", || held_bytes() == 0);
+}
+
+/// The HTTP endpoint answers `/metrics` with the process at its hard limit, for 1000 components: an
+/// answer larger than any credit the server's thread could hold from before the limit. The client
+/// reads into a buffer made before the limit was reached, since the test thread has no reserve.
+#[cfg(feature = "http")]
+#[test]
+#[serial]
+fn the_http_endpoint_answers_at_the_process_hard_limit() {
+    use std::io::{Read, Write};
+    let restore = Restore;
+    let kept: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("reserve-http-{i}").into_boxed_str());
+            let _scope = memgov::component_scope(name);
+            vec![1u8; 64]
+        })
+        .collect();
+    let server = memgov::stats::http::serve("127.0.0.1:0").unwrap();
+    let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = vec![0u8; 16 * MIB as usize];
+    let mut len = 0;
+    let hard = limit_with_room(8 * MIB, 32 * MIB);
+    let before = emergency_reserve_stats();
+    let held = fill_to_the_limit();
+    let sent = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    while let Ok(n @ 1..) = stream.read(&mut answer[len..]) {
+        len += n;
+    }
+    let after = emergency_reserve_stats();
+    let charged = budget_stats(Scope::Process).charged_bytes;
+    drop(held);
+    drop(restore);
+    sent.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..len]);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("memgov_live_bytes{component=\"reserve-http-999\"} 64"),
+        "{answer}"
+    );
+    assert!(len > 256 * 1024, "a {len}-byte answer");
+    assert!(after.draws > before.draws, "{after:?}");
+    assert!(charged <= hard, "charged {charged} past the limit {hard}");
+    server.stop();
+    drop(kept);
+}
