@@ -177,6 +177,24 @@ fn a_thread_that_uses_the_reserve_allocates_where_others_are_refused() {
 
 #[test]
 #[serial]
+fn the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit() {
+    let restore = Restore;
+    memgov::set_emergency_reserve(64 * MIB);
+    memgov::start_monitor();
+    memgov::flush_thread();
+    let hard = budget_stats(Scope::Process).charged_bytes + 16 * MIB;
+    memgov::set_process_limits(Limits::hard(hard)).unwrap();
+    wait_until("an eighth of the limit", || held_bytes() == hard / 8);
+    // Most of the limit is still the program's.
+    let held = fill_to_the_limit();
+    let got: u64 = held.iter().map(|b| b.capacity() as u64).sum();
+    drop(held);
+    drop(restore);
+    assert!(got >= 16 * MIB - hard / 8 - MIB, "only {got} bytes granted");
+}
+
+#[test]
+#[serial]
 fn the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit() {
     let _restore = Restore;
     memgov::start_monitor();
@@ -216,7 +234,7 @@ fn the_http_endpoint_answers_at_the_process_hard_limit() {
         .unwrap();
     let mut answer = vec![0u8; 16 * MIB as usize];
     let mut len = 0;
-    let hard = limit_with_room(8 * MIB, 32 * MIB);
+    let hard = limit_with_room(4 * MIB, 32 * MIB);
     let before = emergency_reserve_stats();
     let held = fill_to_the_limit();
     let sent = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");

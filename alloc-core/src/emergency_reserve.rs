@@ -15,7 +15,8 @@
 //! what it needs from the reserve instead: the bytes are already charged, so nothing passes the
 //! limit (`live <= charged <= hard` holds throughout). The next round tops the reserve up again
 //! from whatever room the limit has. Every other thread can therefore use the hard limit less the
-//! reserve. Without a process hard limit no reserve is held.
+//! reserve. The reserve never holds more than an eighth of the hard limit, and without a process
+//! hard limit it holds nothing.
 //!
 //! The reserve counts in the process's charged bytes (it is part of what the limit has handed
 //! out), but not in its pressure level, which measures the program's use against what the program
@@ -28,6 +29,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// The reserve kept unless told otherwise: 1 MiB.
 pub const DEFAULT_EMERGENCY_RESERVE: u64 = 1024 * 1024;
+
+/// The reserve never holds more than this fraction of the hard limit (an eighth), so that a small
+/// limit is not swallowed by a reserve sized for a large one.
+const MAX_SHARE_OF_LIMIT: u64 = 8;
 
 /// The size the monitor tops the reserve up to.
 static TARGET: AtomicU64 = AtomicU64::new(DEFAULT_EMERGENCY_RESERVE);
@@ -44,7 +49,8 @@ pub struct EmergencyReserveStats {
     /// The size the reserve is topped up to while the process has a hard limit
     /// ([`set_emergency_reserve`]).
     pub target_bytes: u64,
-    /// Bytes held now (0 without a process hard limit, or before the monitor's first round).
+    /// Bytes held now: up to the target, at most an eighth of the process's hard limit (0 without
+    /// one, or before the monitor's first round).
     pub held_bytes: u64,
     /// Allocations that the process's hard limit refused and the reserve let through.
     pub draws: u64,
@@ -53,8 +59,9 @@ pub struct EmergencyReserveStats {
 }
 
 /// Sets how many bytes of the process's hard limit are kept for the threads that react to
-/// pressure (default [`DEFAULT_EMERGENCY_RESERVE`]; 0 turns the reserve off). The monitor applies
-/// it at its next round. Also `MEMGOV_EMERGENCY_RESERVE`.
+/// pressure (default [`DEFAULT_EMERGENCY_RESERVE`]; 0 turns the reserve off; at most an eighth of
+/// the hard limit is held whatever the setting). The monitor applies it at its next round. Also
+/// `MEMGOV_EMERGENCY_RESERVE`.
 ///
 /// Size it for what the pressure callbacks, the periodic tasks and a request to the HTTP endpoint
 /// allocate between two monitor rounds: past the reserve, an infallible allocation on those
@@ -137,7 +144,7 @@ pub(crate) fn draw(bytes: i64) -> bool {
 pub(crate) fn maintain() {
     let process = budget::process_entity();
     let target = match process.limits().hard {
-        Some(_) => TARGET.load(Relaxed),
+        Some(hard) => TARGET.load(Relaxed).min(hard / MAX_SHARE_OF_LIMIT),
         None => 0,
     };
     let held = HELD.load(Relaxed);
