@@ -111,6 +111,36 @@ fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
 
 #[test]
 #[serial]
+fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
+    let restore = Restore;
+    limit_with_room(MIB, 16 * MIB);
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&calls);
+    let id = memgov::on_pressure(move |event| {
+        if event.scope == Scope::Process && event.kind == EventKind::Critical {
+            drop(std::hint::black_box(vec![0x5Au8; 512 * KIB as usize]));
+            seen.fetch_add(1, Relaxed);
+        }
+    });
+    let mut held = fill_to_the_limit();
+    let called = came(|| calls.load(Relaxed) > 0);
+    // The program takes whatever room the callback's free handed back to the process, as a
+    // program at its limit does, before the monitor's next round could refill the reserve.
+    held.extend(fill_to_the_limit());
+    let stats = emergency_reserve_stats();
+    drop(held);
+    drop(restore);
+    memgov::remove_callback(id);
+    assert!(called, "the Critical callback never ran");
+    // All of it but the credit the monitor's thread keeps (at most CREDIT_CHUNK).
+    assert!(
+        stats.held_bytes >= MIB - memgov::CREDIT_CHUNK as u64,
+        "{stats:?}"
+    );
+}
+
+#[test]
+#[serial]
 fn other_threads_get_the_hard_limit_less_the_reserve() {
     let restore = Restore;
     let hard = limit_with_room(2 * MIB, 16 * MIB);

@@ -139,14 +139,41 @@ pub(crate) fn draw(bytes: i64) -> bool {
     true
 }
 
+/// Called where a thread hands `bytes` of process credit back: on a thread that uses the reserve,
+/// keeps what the reserve lacks of its target (those bytes stay charged and go straight back into
+/// the reserve) and returns the rest, for the caller to uncharge. Without this, what such a thread
+/// drew and then freed would go back to the process budget, where the program's threads at the
+/// limit take it before the monitor's next round, and the reserve would drain away one draw at a
+/// time.
+#[cold]
+#[inline(never)]
+pub(crate) fn keep(bytes: i64) -> i64 {
+    if bytes <= 0 || !thread::uses_emergency_reserve() {
+        return bytes;
+    }
+    let target = target() as i64;
+    let mut kept = 0;
+    let _ = HELD.fetch_update(Relaxed, Relaxed, |held| {
+        kept = (target - held as i64).clamp(0, bytes);
+        (kept > 0).then_some(held + kept as u64)
+    });
+    bytes - kept
+}
+
+/// What the reserve is topped up to now: the setting, at most an eighth of the process's hard
+/// limit, and nothing without one.
+fn target() -> u64 {
+    match budget::process_entity().limits().hard {
+        Some(hard) => TARGET.load(Relaxed).min(hard / MAX_SHARE_OF_LIMIT),
+        None => 0,
+    }
+}
+
 /// Monitor thread only: tops the reserve up to its target from the room under the process's hard
 /// limit, or gives back what is held beyond the target (all of it without a hard limit).
 pub(crate) fn maintain() {
     let process = budget::process_entity();
-    let target = match process.limits().hard {
-        Some(hard) => TARGET.load(Relaxed).min(hard / MAX_SHARE_OF_LIMIT),
-        None => 0,
-    };
+    let target = target();
     let held = HELD.load(Relaxed);
     if held > target {
         // Draws only lower HELD; if one came in between, the next round gives back the rest.

@@ -260,7 +260,8 @@ impl Block {
             r.listed.store(0, Relaxed);
         }
         self.dirty_len.store(0, Release);
-        budget::process_entity().uncharge(self.credit.swap(0, Relaxed));
+        let credit = emergency_reserve::keep(self.credit.swap(0, Relaxed));
+        budget::process_entity().uncharge(credit);
     }
 
     /// Owner only: spends `size` bytes of credit for `comp` and the process; charges more to the
@@ -386,7 +387,7 @@ impl Block {
         let g = self.credit.load(Relaxed);
         if g > MAX_CREDIT {
             self.credit.store(CREDIT_CHUNK, Relaxed);
-            budget::process_entity().uncharge(g - CREDIT_CHUNK);
+            budget::process_entity().uncharge(emergency_reserve::keep(g - CREDIT_CHUNK));
             if budget::ANY_LIMIT.load(Relaxed) {
                 pressure::evaluate(Scope::Process);
             }
