@@ -5,13 +5,17 @@
 //!
 //! Each scenario fills the process to its hard limit with `try_reserve` and then checks what
 //! still works; assertions wait until the memory is let go (at the limit a panic could not even
-//! format its message).
+//! format its message). `harness = false`: the scenarios run one after another on the main thread,
+//! since any other thread of a test harness (printing a result, starting the next test) would be
+//! refused at the limit and abort the process.
+
+#[path = "support/cases.rs"]
+mod cases;
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::{budget_stats, emergency_reserve_stats, EventKind, Level, Limits, Scope};
-use serial_test::serial;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -65,8 +69,14 @@ fn limit_with_room(reserve: u64, room: u64) -> u64 {
 /// thread then holds everything the limit lets it have.
 fn fill_to_the_limit() -> Vec<Vec<u8>> {
     let mut held = Vec::with_capacity(256);
+    fill_more(&mut held);
+    held
+}
+
+/// [`fill_to_the_limit`] into `held`, which only grows where the limit allows it.
+fn fill_more(held: &mut Vec<Vec<u8>>) {
     let mut size = MIB as usize;
-    while size >= 16 {
+    while size >= 16 && held.try_reserve(1).is_ok() {
         let mut block = Vec::new();
         if block.try_reserve_exact(size).is_ok() {
             held.push(block);
@@ -74,11 +84,8 @@ fn fill_to_the_limit() -> Vec<Vec<u8>> {
             size /= 2;
         }
     }
-    held
 }
 
-#[test]
-#[serial]
 fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
     let restore = Restore;
     let hard = limit_with_room(MIB, 16 * MIB);
@@ -109,8 +116,6 @@ fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
     assert!(charged <= hard, "charged {charged} past the limit {hard}");
 }
 
-#[test]
-#[serial]
 fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
     let restore = Restore;
     limit_with_room(MIB, 16 * MIB);
@@ -126,7 +131,7 @@ fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
     let called = came(|| calls.load(Relaxed) > 0);
     // The program takes whatever room the callback's free handed back to the process, as a
     // program at its limit does, before the monitor's next round could refill the reserve.
-    held.extend(fill_to_the_limit());
+    fill_more(&mut held);
     let stats = emergency_reserve_stats();
     drop(held);
     drop(restore);
@@ -139,8 +144,6 @@ fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
     );
 }
 
-#[test]
-#[serial]
 fn other_threads_get_the_hard_limit_less_the_reserve() {
     let restore = Restore;
     let hard = limit_with_room(2 * MIB, 16 * MIB);
@@ -167,8 +170,6 @@ fn other_threads_get_the_hard_limit_less_the_reserve() {
     assert_eq!(held_after, 2 * MIB);
 }
 
-#[test]
-#[serial]
 fn a_thread_that_uses_the_reserve_allocates_where_others_are_refused() {
     let restore = Restore;
     let at_limit = Barrier::new(2);
@@ -205,8 +206,6 @@ fn a_thread_that_uses_the_reserve_allocates_where_others_are_refused() {
     });
 }
 
-#[test]
-#[serial]
 fn the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit() {
     let restore = Restore;
     memgov::set_emergency_reserve(64 * MIB);
@@ -223,8 +222,6 @@ fn the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit() {
     assert!(got >= 16 * MIB - hard / 8 - MIB, "only {got} bytes granted");
 }
 
-#[test]
-#[serial]
 fn the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit() {
     let _restore = Restore;
     memgov::start_monitor();
@@ -245,8 +242,6 @@ fn the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit() {
 /// answer larger than any credit the server's thread could hold from before the limit. The client
 /// reads into a buffer made before the limit was reached, since the test thread has no reserve.
 #[cfg(feature = "http")]
-#[test]
-#[serial]
 fn the_http_endpoint_answers_at_the_process_hard_limit() {
     use std::io::{Read, Write};
     let restore = Restore;
@@ -287,4 +282,42 @@ fn the_http_endpoint_answers_at_the_process_hard_limit() {
     assert!(charged <= hard, "charged {charged} past the limit {hard}");
     server.stop();
     drop(kept);
+}
+
+/// Runs one scenario on this thread; its panic (printed by the default hook) fails the case.
+fn in_process(scenario: fn()) -> Result<(), String> {
+    std::panic::catch_unwind(scenario).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".to_string())
+    })
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        [$((
+            stringify!($name),
+            (|| in_process($name)) as fn() -> Result<(), String>,
+            None,
+        )),*]
+    };
+}
+
+fn main() {
+    let mut all: Vec<cases::Case> = scenarios![
+        a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve,
+        what_a_callback_draws_and_frees_goes_back_into_the_reserve,
+        other_threads_get_the_hard_limit_less_the_reserve,
+        a_thread_that_uses_the_reserve_allocates_where_others_are_refused,
+        the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit,
+        the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit,
+    ]
+    .to_vec();
+    #[cfg(feature = "http")]
+    all.extend(scenarios![
+        the_http_endpoint_answers_at_the_process_hard_limit
+    ]);
+    cases::run("emergency_reserve", &all);
 }
