@@ -24,11 +24,20 @@
 //! # Layout
 //! * `registry`: interned component names (capacity [`CAPACITY`]).
 //! * `scope`: scope guards and the future wrapper.
-//! * `tag`: the 2-byte trailer that carries a block's component.
+//! * `tag`: where a block's component tag lives: a 2-byte trailer in the size-class slack, or a
+//!   shadow table for exact-class requests.
 //! * `thread`: per-thread state and batching.
 //! * `counters`: shared per-component records.
 //! * `global`: the `GlobalAlloc` impl.
 //! * `stats`: reading the figures.
+//! * `budget`, `reservation`: hard and soft limits, per-thread credit, the admission API.
+//! * `pressure`, `monitor`: pressure levels, and the thread that runs callbacks and tasks.
+//! * `emergency_reserve`: the slice of the process's hard limit kept for the threads that react
+//!   to pressure.
+//! * `config`: the `MEMGOV_*` environment variables.
+//! * `histogram`: allocation-size histograms.
+//! * `abort_line`: the one line written before an infallible allocation aborts.
+//! * `responder` (jemalloc): purge and decay driven by pressure.
 
 mod abort_line;
 mod budget;
