@@ -15,6 +15,7 @@ static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
 static FORWARD_JEMALLOC: Forward = Forward;
 static THREAD_COUNTER_JEMALLOC: ThreadCounter = ThreadCounter;
 static TRAILER_TAG_JEMALLOC: TrailerTag = TrailerTag;
+static SHADOW_TAG_JEMALLOC: ShadowTag = ShadowTag;
 static RAW_SYSTEM: System = System;
 static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
 
@@ -22,7 +23,7 @@ const LIVE_SET: usize = 4096;
 
 type Alloc = &'static (dyn GlobalAlloc + Sync);
 
-fn allocators() -> [(&'static str, Alloc); 7] {
+fn allocators() -> [(&'static str, Alloc); 8] {
     [
         ("jemalloc", &RAW_JEMALLOC),
         ("governor-jemalloc", &GOV_JEMALLOC),
@@ -34,6 +35,7 @@ fn allocators() -> [(&'static str, Alloc); 7] {
             &THREAD_COUNTER_JEMALLOC,
         ),
         ("reference-trailer-tag-jemalloc", &TRAILER_TAG_JEMALLOC),
+        ("reference-shadow-tag-jemalloc", &SHADOW_TAG_JEMALLOC),
     ]
 }
 
@@ -213,6 +215,112 @@ unsafe impl GlobalAlloc for TrailerTag {
         tag_count(Some(comp), (layout.size() as u64).wrapping_neg());
         // SAFETY: forwarded contract, with TAG more bytes.
         unsafe { Jemalloc.dealloc(ptr, tagged(layout)) }
+    }
+}
+
+/// Reference point, not a product: the trailer-tag reference with its tag in a shadow table
+/// instead, so no request moves up a class. One `u16` per 8 bytes of address space (jemalloc's
+/// smallest class), in a reservation of 32 TiB made on first use with `MAP_NORESERVE` (only the
+/// pages written are ever backed), indexed by the block's address. Same thread-local counts per
+/// component as the trailer-tag reference; no budgets, peaks, block counts or shared view. A floor
+/// for an allocator that attributes with a tag and never changes the request.
+struct ShadowTag;
+
+/// The shadow table (null until made).
+static SHADOW: std::sync::atomic::AtomicPtr<u16> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+/// log2 of the bytes of address space each entry covers.
+const SHADOW_GRANULE_SHIFT: u32 = 3;
+/// The table's size: an entry for every granule of a 47-bit address space.
+const SHADOW_BYTES: usize = (1usize << (47 - SHADOW_GRANULE_SHIFT)) * 2;
+
+/// The entry for the block at `p`.
+#[inline(always)]
+fn shadow_entry(p: *const u8) -> *mut u16 {
+    let mut table = SHADOW.load(std::sync::atomic::Ordering::Acquire);
+    if table.is_null() {
+        table = make_shadow();
+    }
+    table.wrapping_add(p as usize >> SHADOW_GRANULE_SHIFT)
+}
+
+#[cold]
+#[inline(never)]
+fn make_shadow() -> *mut u16 {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire};
+    // SAFETY: an anonymous private mapping at an address the kernel picks; nothing is aliased.
+    let made = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SHADOW_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert!(
+        made != libc::MAP_FAILED,
+        "cannot reserve the bench's shadow table"
+    );
+    match SHADOW.compare_exchange(std::ptr::null_mut(), made.cast(), AcqRel, Acquire) {
+        Ok(_) => made.cast(),
+        Err(theirs) => {
+            // SAFETY: the mapping made above, never shared.
+            unsafe { libc::munmap(made, SHADOW_BYTES) };
+            theirs
+        }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged; the tag lives outside the blocks, in the shadow
+// table, whose entry for any user-space address is inside the reservation.
+unsafe impl GlobalAlloc for ShadowTag {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { Jemalloc.alloc(layout) };
+        if !p.is_null() {
+            let comp = tag_count(None, layout.size() as u64);
+            // SAFETY: the entry is inside the table (see the impl's comment).
+            unsafe { shadow_entry(p).write(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { Jemalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            let comp = tag_count(None, layout.size() as u64);
+            // SAFETY: as in `alloc`.
+            unsafe { shadow_entry(p).write(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as in `alloc`; `ptr`'s entry was written when it was handed out.
+        let comp = unsafe { shadow_entry(ptr).read() };
+        // SAFETY: forwarded contract.
+        let p = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            tag_count(
+                Some(comp),
+                (new_size as u64).wrapping_sub(layout.size() as u64),
+            );
+            // SAFETY: as in `alloc`.
+            unsafe { shadow_entry(p).write(comp) };
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as in `realloc`.
+        let comp = unsafe { shadow_entry(ptr).read() };
+        tag_count(Some(comp), (layout.size() as u64).wrapping_neg());
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.dealloc(ptr, layout) }
     }
 }
 
