@@ -273,34 +273,33 @@ fn make_shadow() -> *mut u16 {
     }
 }
 
+/// Tags a block just made for `size` bytes with the current component in the shadow table and
+/// counts it there; a null block (refused) passes through uncounted.
+fn shadow_new(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() {
+        let comp = tag_count(None, size as u64);
+        // SAFETY: the entry of any user-space address is inside the table's reservation.
+        unsafe { shadow_entry(p).write(comp) };
+    }
+    p
+}
+
 // SAFETY: every call is forwarded unchanged; the tag lives outside the blocks, in the shadow
 // table, whose entry for any user-space address is inside the reservation.
 unsafe impl GlobalAlloc for ShadowTag {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        let p = unsafe { Jemalloc.alloc(layout) };
-        if !p.is_null() {
-            let comp = tag_count(None, layout.size() as u64);
-            // SAFETY: the entry is inside the table (see the impl's comment).
-            unsafe { shadow_entry(p).write(comp) };
-        }
-        p
+        shadow_new(unsafe { Jemalloc.alloc(layout) }, layout.size())
     }
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        let p = unsafe { Jemalloc.alloc_zeroed(layout) };
-        if !p.is_null() {
-            let comp = tag_count(None, layout.size() as u64);
-            // SAFETY: as in `alloc`.
-            unsafe { shadow_entry(p).write(comp) };
-        }
-        p
+        shadow_new(unsafe { Jemalloc.alloc_zeroed(layout) }, layout.size())
     }
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as in `alloc`; `ptr`'s entry was written when it was handed out.
+        // SAFETY: as in `shadow_new`; `ptr`'s entry was written when it was handed out.
         let comp = unsafe { shadow_entry(ptr).read() };
         // SAFETY: forwarded contract.
         let p = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
@@ -309,7 +308,7 @@ unsafe impl GlobalAlloc for ShadowTag {
                 Some(comp),
                 (new_size as u64).wrapping_sub(layout.size() as u64),
             );
-            // SAFETY: as in `alloc`.
+            // SAFETY: as in `shadow_new`.
             unsafe { shadow_entry(p).write(comp) };
         }
         p
