@@ -206,6 +206,61 @@ fn a_thread_that_uses_the_reserve_allocates_where_others_are_refused() {
     });
 }
 
+/// Four threads that use the reserve allocate and free 16 KiB blocks over and over at the limit,
+/// drawing on the reserve and handing credit back into it concurrently, while a watcher samples
+/// the process's charged bytes: they never pass the limit, and once the threads are gone the
+/// reserve is whole again.
+fn reserve_threads_drawing_at_once_never_pass_the_limit() {
+    const THREADS: usize = 4;
+    let restore = Restore;
+    let at_limit = Barrier::new(THREADS + 1);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let max_charged = AtomicU64::new(0);
+    let (hard, before, after_threads, refilled, joined) = std::thread::scope(|s| {
+        let hard = limit_with_room(2 * MIB, 32 * MIB);
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let at_limit = &at_limit;
+                s.spawn(move || {
+                    memgov::use_emergency_reserve();
+                    at_limit.wait();
+                    for _ in 0..2000 {
+                        // Infallible, at the limit.
+                        drop(std::hint::black_box(vec![t as u8; 16 * KIB as usize]));
+                    }
+                })
+            })
+            .collect();
+        let watcher = s.spawn(|| {
+            while !stop.load(Relaxed) {
+                let charged = budget_stats(Scope::Process).charged_bytes;
+                max_charged.fetch_max(charged, Relaxed);
+                std::hint::spin_loop();
+            }
+        });
+        let before = emergency_reserve_stats();
+        let held = fill_to_the_limit();
+        at_limit.wait();
+        let mut joined = [false; THREADS];
+        for (ok, w) in joined.iter_mut().zip(workers) {
+            *ok = w.join().is_ok();
+        }
+        stop.store(true, Relaxed);
+        let _ = watcher.join();
+        let after_threads = emergency_reserve_stats();
+        // The threads handed their credit back into the reserve as they exited.
+        let refilled = came(|| held_bytes() == 2 * MIB);
+        drop(held);
+        (hard, before, after_threads, refilled, joined)
+    });
+    drop(restore);
+    assert_eq!(joined, [true; THREADS], "a worker panicked");
+    let max = max_charged.load(Relaxed);
+    assert!(max <= hard, "charged {max} past the limit {hard}");
+    assert!(after_threads.draws > before.draws, "{after_threads:?}");
+    assert!(refilled, "the reserve holds {} bytes", held_bytes());
+}
+
 fn the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit() {
     let restore = Restore;
     memgov::set_emergency_reserve(64 * MIB);
@@ -311,6 +366,7 @@ fn main() {
         what_a_callback_draws_and_frees_goes_back_into_the_reserve,
         other_threads_get_the_hard_limit_less_the_reserve,
         a_thread_that_uses_the_reserve_allocates_where_others_are_refused,
+        reserve_threads_drawing_at_once_never_pass_the_limit,
         the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit,
         the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit,
     ]
