@@ -20,6 +20,11 @@
 //! threads hold unspent credit: at most `MAX_CREDIT` (256 KiB) per thread per component, and the
 //! same for the process limit. Threads return their credit at exit and on
 //! [`flush_thread`](crate::flush_thread).
+//!
+//! The process's charged bytes also hold the emergency reserve
+//! ([`set_emergency_reserve`](crate::set_emergency_reserve)): a slice of the process's hard limit
+//! charged in advance for the threads that react to pressure, which take their bytes from it when
+//! the limit refuses them. Being charged already, it keeps `live <= charged <= hard limit` true.
 
 use crate::pressure::{self, Level};
 use crate::registry::{self, ComponentId, NameError, CAPACITY};
