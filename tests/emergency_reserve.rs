@@ -261,6 +261,44 @@ fn reserve_threads_drawing_at_once_never_pass_the_limit() {
     assert!(refilled, "the reserve holds {} bytes", held_bytes());
 }
 
+/// While a reserve thread holds most of the reserve at the limit, the health report, asked for on
+/// that thread (no other can allocate there), says the reserve is running low.
+fn the_health_report_says_when_the_reserve_runs_low() {
+    let restore = Restore;
+    let at_limit = Barrier::new(2);
+    let said = std::thread::scope(|s| {
+        let admin = s.spawn(|| {
+            memgov::use_emergency_reserve();
+            at_limit.wait();
+            let hog = std::hint::black_box(vec![1u8; 800 * KIB as usize]);
+            let report = memgov::stats::health();
+            let said = report
+                .recommendations
+                .iter()
+                .any(|r| r.starts_with("emergency reserve at "));
+            drop(report);
+            drop(hog);
+            said
+        });
+        limit_with_room(MIB, 16 * MIB);
+        let held = fill_to_the_limit();
+        at_limit.wait();
+        let said = admin.join();
+        drop(held);
+        said
+    });
+    drop(restore);
+    assert_eq!(said.ok(), Some(true), "no recommendation about the reserve");
+    let calm = memgov::stats::health();
+    assert!(
+        !calm
+            .recommendations
+            .iter()
+            .any(|r| r.starts_with("emergency reserve")),
+        "{calm}"
+    );
+}
+
 fn the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit() {
     let restore = Restore;
     memgov::set_emergency_reserve(64 * MIB);
@@ -367,6 +405,7 @@ fn main() {
         other_threads_get_the_hard_limit_less_the_reserve,
         a_thread_that_uses_the_reserve_allocates_where_others_are_refused,
         reserve_threads_drawing_at_once_never_pass_the_limit,
+        the_health_report_says_when_the_reserve_runs_low,
         the_reserve_holds_at_most_an_eighth_of_a_small_hard_limit,
         the_reserve_follows_its_setting_and_is_held_only_under_a_hard_limit,
     ]

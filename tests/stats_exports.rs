@@ -147,6 +147,17 @@ fn json_parses_back_with_the_documented_fields() {
         assert!(json["global"][field].is_u64(), "global.{field} in {text}");
     }
     assert!(json["budget"]["charged_bytes"].is_u64());
+    let reserve = memgov::emergency_reserve_stats();
+    assert_eq!(
+        json["emergency_reserve"]["target_bytes"],
+        reserve.target_bytes
+    );
+    for field in ["held_bytes", "draws", "drawn_bytes"] {
+        assert!(
+            json["emergency_reserve"][field].is_u64(),
+            "emergency_reserve.{field} in {text}"
+        );
+    }
     let components = json["components"].as_array().unwrap();
     let quoted = components
         .iter()
@@ -281,5 +292,16 @@ fn prometheus_text_is_well_formed_and_carries_the_figures() {
     );
     assert!(samples.contains_key(r#"memgov_budget_charged_bytes{component="process"}"#));
     assert!(samples["memgov_threads"] >= 1.0);
+    assert_eq!(
+        samples["memgov_emergency_reserve_target_bytes"],
+        memgov::emergency_reserve_stats().target_bytes as f64
+    );
+    for name in [
+        "memgov_emergency_reserve_bytes",
+        "memgov_emergency_reserve_draws_total",
+        "memgov_emergency_reserve_drawn_bytes_total",
+    ] {
+        assert!(samples.contains_key(name), "{name} in {text}");
+    }
     drop((v, w));
 }

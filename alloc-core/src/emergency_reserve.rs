@@ -49,8 +49,11 @@ pub struct EmergencyReserveStats {
     /// The size the reserve is topped up to while the process has a hard limit
     /// ([`set_emergency_reserve`]).
     pub target_bytes: u64,
-    /// Bytes held now: up to the target, at most an eighth of the process's hard limit (0 without
-    /// one, or before the monitor's first round).
+    /// What the reserve holds when full under the current limits: the target, at most an eighth
+    /// of the process's hard limit, and 0 without one.
+    pub full_bytes: u64,
+    /// Bytes held now: up to `full_bytes` (less while reserve threads allocate at the limit, and 0
+    /// before the monitor's first round).
     pub held_bytes: u64,
     /// Allocations that the process's hard limit refused and the reserve let through.
     pub draws: u64,
@@ -81,11 +84,12 @@ pub fn set_emergency_reserve(bytes: u64) {
 ///
 /// ```
 /// let s = alloc_core::emergency_reserve_stats();
-/// assert!(s.held_bytes <= s.target_bytes || s.target_bytes == 0);
+/// assert!(s.full_bytes <= s.target_bytes);
 /// ```
 pub fn emergency_reserve_stats() -> EmergencyReserveStats {
     EmergencyReserveStats {
         target_bytes: TARGET.load(Relaxed),
+        full_bytes: target(),
         held_bytes: held(),
         draws: DRAWS.load(Relaxed),
         drawn_bytes: DRAWN_BYTES.load(Relaxed),

@@ -1,6 +1,8 @@
 //! Exporters: a table for logs, JSON, and the Prometheus text format.
 
-use alloc_core::{budget_stats, BudgetStats, ComponentStats, Level, Scope, Snapshot};
+use alloc_core::{
+    budget_stats, emergency_reserve_stats, BudgetStats, ComponentStats, Level, Scope, Snapshot,
+};
 use std::fmt::Write as _;
 
 /// The snapshot as a table for logs (the same as its `Display`).
@@ -61,6 +63,7 @@ fn has_budget(b: &BudgetStats) -> bool {
 ///             "total_allocated_bytes", "total_freed_bytes", "live_inner_bytes",
 ///             "tag_overhead_bytes", "threads", "components", "refused_names"},
 ///  "budget": {"hard_limit_bytes", "soft_limit_bytes", "charged_bytes", "level", "failures"},
+///  "emergency_reserve": {"target_bytes", "held_bytes", "draws", "drawn_bytes"},
 ///  "components": [{"name", "live_bytes", "peak_live_bytes", "alloc_count", "free_count",
 ///                  "realloc_count", "total_allocated_bytes", "total_freed_bytes",
 ///                  "budget": {...} or null}]}
@@ -92,6 +95,12 @@ pub fn to_json(s: &Snapshot) -> String {
         g.refused_names
     );
     json_budget(&mut out, &budget_stats(Scope::Process));
+    let r = emergency_reserve_stats();
+    let _ = write!(
+        out,
+        ",\"emergency_reserve\":{{\"target_bytes\":{},\"held_bytes\":{},\"draws\":{},\"drawn_bytes\":{}}}",
+        r.target_bytes, r.held_bytes, r.draws, r.drawn_bytes
+    );
     out.push_str(",\"components\":[");
     for (i, c) in s.components.iter().enumerate() {
         if i > 0 {
@@ -286,5 +295,36 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         "gauge",
     );
     let _ = writeln!(out, "memgov_threads {}", s.global.threads);
+    let r = emergency_reserve_stats();
+    let reserve = [
+        (
+            "memgov_emergency_reserve_bytes",
+            "Bytes of the process hard limit held for the threads that react to pressure.",
+            "gauge",
+            r.held_bytes,
+        ),
+        (
+            "memgov_emergency_reserve_target_bytes",
+            "What the emergency reserve is topped up to while the process has a hard limit.",
+            "gauge",
+            r.target_bytes,
+        ),
+        (
+            "memgov_emergency_reserve_draws_total",
+            "Allocations the process hard limit refused and the emergency reserve let through.",
+            "counter",
+            r.draws,
+        ),
+        (
+            "memgov_emergency_reserve_drawn_bytes_total",
+            "Bytes those allocations took from the emergency reserve.",
+            "counter",
+            r.drawn_bytes,
+        ),
+    ];
+    for (name, help, kind, value) in reserve {
+        header(&mut out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }

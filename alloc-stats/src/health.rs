@@ -2,7 +2,7 @@
 
 use crate::history::history;
 use crate::leaks::{detect_leaks, LeakConfig, LeakFinding};
-use alloc_core::{budget_stats, ComponentStats, Level, Scope};
+use alloc_core::{budget_stats, emergency_reserve_stats, ComponentStats, Level, Scope};
 use std::fmt;
 
 /// The health of the process's memory.
@@ -48,6 +48,13 @@ pub fn health() -> HealthReport {
             recommendations.push("pressure is at warning: shrink caches and batches".to_string())
         }
         Level::Normal => {}
+    }
+    let reserve = emergency_reserve_stats();
+    if reserve.full_bytes > 0 && reserve.held_bytes < reserve.full_bytes / 2 {
+        recommendations.push(format!(
+            "emergency reserve at {} of {} bytes: the threads that react to pressure are allocating at the hard limit; free memory now or raise the limit",
+            reserve.held_bytes, reserve.full_bytes
+        ));
     }
     if let Some(f) = fragmentation.filter(|&f| f >= FRAGMENTATION_ALERT) {
         recommendations.push(format!(
