@@ -9,12 +9,12 @@
 //! [`use_emergency_reserve`]. An infallible allocation refused there would abort the process, even
 //! one whose own code meets the limit gracefully with `try_reserve`.
 //!
-//! While the process has a hard limit, the monitor charges up to [`emergency_reserve`] bytes to
-//! the process budget at the start of every round and holds them, unspent. When the process's
+//! While the process has a hard limit, the monitor charges up to [`set_emergency_reserve`] bytes
+//! to the process budget at the start of every round and holds them, unspent. When the process's
 //! hard limit refuses an allocation on a thread that uses the reserve, the allocation path takes
 //! what it needs from the reserve instead: the bytes are already charged, so nothing passes the
-//! limit (`live <= charged <= hard` holds throughout). The next round tops the reserve up again
-//! from whatever room the limit has. Every other thread can therefore use the hard limit less the
+//! limit (`live <= charged <= hard` holds throughout). Process credit such a thread hands back
+//! refills the reserve first, and the next round tops it up from whatever room the limit has. Every other thread can therefore use the hard limit less the
 //! reserve. The reserve never holds more than an eighth of the hard limit, and without a process
 //! hard limit it holds nothing.
 //!
@@ -180,7 +180,7 @@ pub(crate) fn maintain() {
     let target = target();
     let held = HELD.load(Relaxed);
     if held > target {
-        // Draws only lower HELD; if one came in between, the next round gives back the rest.
+        // A draw or a hand-back may change HELD meanwhile: then the next round gives back the rest.
         let excess = held - target;
         if HELD
             .compare_exchange(held, target, Relaxed, Relaxed)
@@ -189,6 +189,7 @@ pub(crate) fn maintain() {
             process.uncharge(excess as i64);
         }
     } else if held < target {
+        // A hand-back meanwhile may take HELD past the target: the next round gives that back.
         let got = process.charge_up_to((target - held) as i64);
         HELD.fetch_add(got as u64, Relaxed);
     }
