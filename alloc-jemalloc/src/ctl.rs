@@ -147,18 +147,23 @@ pub fn set_decay(d: Decay) -> Result<usize, CtlError> {
 }
 
 /// Returns every arena's unused dirty and muzzy pages to the system now (`arena.<all>.purge`).
+/// Arenas not yet wrapped by [`hook_arenas`](crate::hook_arenas) are wrapped first, so that a
+/// listener hears of the purge (a failure to wrap is counted, and the purge goes on).
 ///
 /// # Errors
 /// [`CtlError`] when jemalloc refuses.
 pub fn purge_all() -> Result<(), CtlError> {
+    let _ = crate::hook_arenas();
     raw::call(&format!("arena.{ARENAS_ALL}.purge"))
 }
 
-/// Purges what every arena's decay times say is due now (`arena.<all>.decay`).
+/// Purges what every arena's decay times say is due now (`arena.<all>.decay`), wrapping
+/// arenas first as [`purge_all`] does.
 ///
 /// # Errors
 /// [`CtlError`] when jemalloc refuses.
 pub fn decay_all() -> Result<(), CtlError> {
+    let _ = crate::hook_arenas();
     raw::call(&format!("arena.{ARENAS_ALL}.decay"))
 }
 

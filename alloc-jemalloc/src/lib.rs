@@ -10,6 +10,8 @@
 //!
 //! * typed `mallctl` controls ([`set_decay`], [`purge_all`], [`set_background_threads`], ...),
 //!   statistics ([`stats`]) and compaction ([`compact`]). Only the `raw` module calls `mallctl`.
+//! * extent-hook wrappers ([`hook_arenas`]) that tell memgov which address ranges jemalloc has
+//!   given back, so that memgov can give back its own tag-table pages for them.
 //!
 //! # Configuring jemalloc at startup
 //! jemalloc reads its options once, when it starts: from the `_RJEM_MALLOC_CONF` environment
@@ -35,6 +37,7 @@
 
 mod ctl;
 mod error;
+mod extent_hooks;
 pub mod raw;
 mod size_class;
 mod stats;
@@ -47,6 +50,10 @@ pub use ctl::{
     startup_dirty_decay_ms, startup_muzzy_decay_ms, Decay, ARENAS_ALL,
 };
 pub use error::CtlError;
+pub use extent_hooks::{
+    extent_hook_stats, hook_arenas, set_pages_released_listener, ExtentHookStats, PagesReleased,
+    WRAPPER_SLOTS,
+};
 pub use size_class::{
     slack, small_alignment, small_slack, usable_size, usable_size_const, QUANTUM, SMALL_SLACK,
     SMALL_SLACK_LIMIT,

@@ -62,6 +62,32 @@ pub unsafe fn write<T: Copy>(name: &str, mut value: T) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// Writes `value` to the control `name` and returns the value it replaces, in one call.
+///
+/// # Safety
+/// `T` is the type jemalloc documents for `name`.
+pub unsafe fn exchange<T: Copy>(name: &str, mut value: T) -> Result<T, CtlError> {
+    let c = c_name(name)?;
+    let mut old = MaybeUninit::<T>::uninit();
+    let mut len = size_of::<T>();
+    // SAFETY: `old` has room for `len` bytes and jemalloc writes exactly that many on success;
+    // `value` is a live `T` that jemalloc only reads; the caller vouches for the type.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c.as_ptr(),
+            old.as_mut_ptr().cast(),
+            &mut len,
+            (&mut value as *mut T).cast(),
+            size_of::<T>(),
+        )
+    };
+    if rc != 0 {
+        return Err(CtlError::new(name, rc));
+    }
+    // SAFETY: mallctl succeeded, so it wrote a whole `T`.
+    Ok(unsafe { old.assume_init() })
+}
+
 /// Runs the void control `name` (all arguments null).
 pub fn call(name: &str) -> Result<(), CtlError> {
     let c = c_name(name)?;
