@@ -317,6 +317,10 @@ fn run() {
     loop {
         SAMPLES.fetch_add(1, Relaxed);
         emergency_reserve::maintain();
+        // Arenas jemalloc made since the last look get their hooks wrapped, so that the shadow
+        // tables' pages follow jemalloc's purges.
+        #[cfg(feature = "jemalloc")]
+        crate::tag::shadow::hook_inner_arenas(Duration::from_secs(1));
         buffers.scopes.clear();
         buffers.scopes.extend(pressure::scopes());
         for &scope in &buffers.scopes {

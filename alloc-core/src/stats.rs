@@ -81,6 +81,9 @@ pub struct GlobalStats {
     /// Address space reserved for the shadow tag tables (not memory: only touched pages become
     /// resident). 0 when exact-class requests use trailers.
     pub shadow_reserved_bytes: u64,
+    /// Shadow-table bytes given back to the system so far: table pages for address ranges the
+    /// inner allocator gave back (jemalloc's purges, once its arenas are hooked; see the README).
+    pub shadow_released_bytes: u64,
     /// Components registered (the two reserved ones included).
     pub components: usize,
     /// Names refused because the registry was full.
@@ -225,6 +228,7 @@ pub fn global_stats() -> GlobalStats {
         live_inner_bytes: (d.live + d.tag) as u64,
         tag_overhead_bytes: d.tag as u64,
         shadow_reserved_bytes: crate::tag::shadow::reserved_bytes() as u64,
+        shadow_released_bytes: crate::tag::shadow::released_bytes() as u64,
         components: registry::registered_components(),
         refused_names: registry::refused_names(),
         corrupt_tags: global::corrupt_tags(),
@@ -241,6 +245,10 @@ pub fn global_stats() -> GlobalStats {
 /// The snapshot's own `Vec` is allocated in the caller's current component.
 pub fn snapshot() -> Snapshot {
     crate::config::ensure_init();
+    // Off the allocation path: a chance to wrap jemalloc arenas made since the last look, so that
+    // the shadow tables follow their purges (at most once a second).
+    #[cfg(feature = "jemalloc")]
+    crate::tag::shadow::hook_inner_arenas(std::time::Duration::from_secs(1));
     let components: Vec<ComponentStats> = registry::all().map(ComponentId::stats).collect();
     let mut global = global_stats();
     // The process-wide peak is at least any one component's peak (the others are never negative);

@@ -24,7 +24,7 @@
 //! If the reservation fails (a strict overcommit policy, an address-space limit, a platform other
 //! than 64-bit Linux), exact-class requests use a trailer too and move up one class.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Bytes a trailer tag adds to a request.
 pub const TAG_BYTES: usize = 2;
@@ -405,6 +405,9 @@ pub(crate) mod shadow {
             } else {
                 mem.cast()
             };
+            // SAFETY: sysconf reads a constant of the system; it neither allocates nor locks.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            PAGE.store(usize::try_from(page).unwrap_or(0), Ordering::Relaxed);
             let published = BASE.compare_exchange(
                 std::ptr::null_mut(),
                 ours,
@@ -420,6 +423,9 @@ pub(crate) mod shadow {
         // Whatever was decided first is final for the life of the process.
         match base() {
             Some(base) => {
+                // Only an atomic store: jemalloc's arenas are wrapped later, off this path.
+                #[cfg(feature = "jemalloc")]
+                alloc_jemalloc::set_pages_released_listener(release);
                 // Every racing thread stores the same values; the fast placement finds them.
                 for s in SHIFTS {
                     if let Place::Shadow { table, .. } = table(base, s as u8) {
@@ -430,6 +436,100 @@ pub(crate) mod shadow {
             }
             None => Place::Trailer,
         }
+    }
+
+    /// Shadow-table bytes given back to the system so far (see [`release`]).
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+    /// The system's page size, learnt when the tables are reserved (0 before).
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Gives back the table pages whose entries all belong to addresses in `[addr, addr + len)`,
+    /// a range whose pages the inner allocator has just given back, so no live block starts in
+    /// it and those entries are dead. jemalloc's extent hooks call this (see
+    /// `alloc_jemalloc::set_pages_released_listener`), inside jemalloc and possibly on the
+    /// allocation path: it only computes, calls `madvise` and adds to a counter.
+    ///
+    /// Only whole table pages go: one covers 32 KiB of addresses in the 16-byte-granule table,
+    /// 512 KiB in the 256-byte one and 32 MiB in the 16 KiB one, so smaller ranges free nothing.
+    /// The entries read as 0 when touched again, and are written anew before any block there is
+    /// freed (a block's tag is written when it is handed out).
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))]
+    pub(crate) fn release(addr: usize, len: usize) {
+        let (Some(base), page) = (base(), PAGE.load(Ordering::Relaxed)) else {
+            return;
+        };
+        if page == 0 || addr >> VA_BITS != 0 {
+            return;
+        }
+        let end = addr.saturating_add(len).min(1 << VA_BITS);
+        for (shift, offset) in SHIFTS.into_iter().zip(OFFSETS) {
+            // Entries wholly inside the range: the first granule starting at or after `addr`,
+            // up to the last one ending at or before `end`.
+            let first = (addr >> shift) + (addr & ((1 << shift) - 1) != 0) as usize;
+            let last = end >> shift;
+            if first >= last {
+                continue;
+            }
+            let table = base as usize + offset;
+            // Whole pages of entries only: round the start up and the end down (`page` is a
+            // power of two).
+            let start = (table + 2 * first + page - 1) & !(page - 1);
+            let stop = (table + 2 * last) & !(page - 1);
+            if start >= stop {
+                continue;
+            }
+            // SAFETY: `[start, stop)` lies inside this table (entries `first..last` of it, both
+            // below 2^(VA_BITS - shift)), inside our private anonymous reservation; no live block
+            // has its entry there (see above), and MADV_DONTNEED on such a mapping only makes
+            // those pages read as zero again.
+            if unsafe {
+                libc::madvise(
+                    start as *mut libc::c_void,
+                    stop - start,
+                    libc::MADV_DONTNEED,
+                )
+            } == 0
+            {
+                RELEASED.fetch_add(stop - start, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Off the allocation path: wraps the extent hooks of jemalloc's arenas not wrapped yet, so
+    /// that their purges reach [`release`]. Nothing to do until the tables exist (only a
+    /// governor over jemalloc makes them). A failure is counted by alloc-jemalloc
+    /// (`extent_hook_stats().failures`); the tables then keep those pages, as before.
+    ///
+    /// At most one look per `every` (a look costs a few `mallctl`s per arena); a caller that
+    /// finds another look running or recent returns at once.
+    #[cfg(feature = "jemalloc")]
+    pub(crate) fn hook_inner_arenas(every: std::time::Duration) {
+        use std::sync::atomic::AtomicU64;
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static START: OnceLock<Instant> = OnceLock::new();
+        /// Milliseconds after START of the last look, plus one (0: never).
+        static LAST_LOOK: AtomicU64 = AtomicU64::new(0);
+        if base().is_none() {
+            return;
+        }
+        let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+        let last = LAST_LOOK.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < every.as_millis() as u64 {
+            return;
+        }
+        if LAST_LOOK
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let _ = alloc_jemalloc::hook_arenas();
+        }
+    }
+
+    /// Shadow-table bytes given back to the system so far.
+    pub(crate) fn released_bytes() -> usize {
+        RELEASED.load(Ordering::Relaxed)
     }
 
     /// Shadow-table bytes reserved (address space, not memory).

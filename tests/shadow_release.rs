@@ -1,0 +1,191 @@
+//! The shadow tag tables give their pages back when jemalloc gives back the memory they describe:
+//! freed exact-class blocks leave no resident table pages behind after `compact()`, the tags of
+//! blocks still live survive every release, and purges racing with allocation keep every count
+//! exact. Arenas jemalloc makes for new threads are wrapped too.
+#![cfg(feature = "jemalloc")]
+
+use serial_test::serial;
+use std::alloc::{GlobalAlloc, Layout};
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+const MIB: u64 = 1 << 20;
+
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// 64 bytes is exactly a jemalloc class, so its tags live in the 16-byte-granule table: one
+/// 2-byte entry per 16 bytes of address, 1/8 of the blocks' memory.
+const EXACT: Layout = match Layout::from_size_align(64, 8) {
+    Ok(l) => l,
+    Err(_) => panic!(),
+};
+
+/// `n` blocks of [`EXACT`] allocated in `component`, their addresses in a vector allocated
+/// outside it.
+fn allocate(component: &'static str, n: usize) -> Vec<usize> {
+    let mut blocks = Vec::with_capacity(n);
+    let _scope = memgov::component_scope(component);
+    for _ in 0..n {
+        // SAFETY: a non-zero size.
+        let p = unsafe { GLOBAL.alloc(EXACT) };
+        assert!(!p.is_null());
+        blocks.push(p as usize);
+    }
+    blocks
+}
+
+fn free(blocks: impl IntoIterator<Item = usize>) {
+    for p in blocks {
+        // SAFETY: every address came from `allocate` with EXACT and is freed once.
+        unsafe { GLOBAL.dealloc(p as *mut u8, EXACT) };
+    }
+}
+
+fn live(component: &str) -> u64 {
+    memgov::component_stats(component).map_or(0, |s| s.live_bytes)
+}
+
+#[test]
+#[serial]
+fn freed_exact_class_blocks_leave_no_table_pages_resident() {
+    // 256 MiB of 64-byte blocks: 32 MiB of table entries. The blocks themselves are never
+    // touched (jemalloc writes nothing into small blocks), so what becomes resident is mostly the
+    // table and the address vector.
+    let n = (256 * MIB / 64) as usize;
+    memgov::jemalloc::compact().unwrap();
+    let base = rss();
+    let released_before = memgov::global_stats().shadow_released_bytes;
+    let blocks = allocate("shadow-freed", n);
+    if memgov::global_stats().shadow_reserved_bytes == 0 {
+        free(blocks);
+        eprintln!("no shadow tables on this machine (reservation refused): nothing to check");
+        return;
+    }
+    let full = rss();
+    assert!(
+        full >= base + 32 * MIB,
+        "the table entries should be resident: {base} -> {full}"
+    );
+    free(blocks);
+    assert_eq!(live("shadow-freed"), 0);
+    memgov::jemalloc::compact().unwrap();
+    let after = rss();
+    let released = memgov::global_stats().shadow_released_bytes - released_before;
+    // Without the release the table's 32 MiB stayed resident here, on top of what jemalloc keeps
+    // (its metadata for 65 536 slabs, about 9 MiB in a debug build).
+    assert!(
+        after < base + 20 * MIB,
+        "resident {} MiB before, {} MiB full, {} MiB after compact ({} MiB of table released)",
+        base / MIB,
+        full / MIB,
+        after / MIB,
+        released / MIB
+    );
+    assert!(released >= 28 * MIB, "released {released}");
+    assert!(memgov::jemalloc::extent_hook_stats().arenas_hooked >= 1);
+}
+
+#[test]
+#[serial]
+fn live_blocks_keep_their_tags_through_releases() {
+    let corrupt = memgov::global_stats().corrupt_tags;
+    // One block in 4096 stays live (one per 256 KiB of blocks): most slabs empty out and are
+    // purged, and every table page that still describes a live block must be kept.
+    let n = 1 << 22;
+    let blocks = allocate("shadow-sparse", n);
+    let kept: Vec<usize> = blocks.iter().copied().step_by(4096).collect();
+    free(
+        blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4096 != 0)
+            .map(|(_, &p)| p),
+    );
+    let released_before = memgov::global_stats().shadow_released_bytes;
+    memgov::jemalloc::compact().unwrap();
+    let released = memgov::global_stats().shadow_released_bytes - released_before;
+    assert_eq!(live("shadow-sparse"), kept.len() as u64 * 64);
+
+    // New blocks land on released table pages: their tags are written anew.
+    let again = allocate("shadow-again", 1 << 20);
+    assert_eq!(live("shadow-again"), (1 << 20) * 64);
+    free(again);
+    free(kept);
+
+    // Every free found its owner: a zeroed tag would have credited component 0 ("unscoped")
+    // instead, leaving these above zero.
+    assert_eq!(live("shadow-sparse"), 0);
+    assert_eq!(live("shadow-again"), 0);
+    assert_eq!(memgov::global_stats().corrupt_tags, corrupt);
+    if memgov::global_stats().shadow_reserved_bytes > 0 {
+        assert!(released > 0, "some table pages went back");
+    }
+}
+
+#[test]
+#[serial]
+fn purges_racing_with_allocation_keep_counts_exact() {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|t| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let component = ["shadow-race-0", "shadow-race-1"][t];
+                    let mut rounds = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 20 {
+                        let blocks = allocate(component, 1 << 16);
+                        free(blocks);
+                        rounds += 1;
+                    }
+                    memgov::flush_thread();
+                    rounds
+                })
+            })
+            .collect();
+        for _ in 0..100 {
+            memgov::jemalloc::compact().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            assert!(w.join().unwrap() >= 20);
+        }
+    });
+    assert_eq!(live("shadow-race-0"), 0);
+    assert_eq!(live("shadow-race-1"), 0);
+    let s = memgov::component_stats("shadow-race-0").unwrap();
+    assert_eq!(s.alloc_count, s.free_count);
+}
+
+#[test]
+#[serial]
+fn arenas_of_new_threads_are_wrapped_off_the_allocation_path() {
+    // Make sure the tables exist, then give a few new threads a chance to get arenas of their own.
+    free(allocate("shadow-threads", 1));
+    let handles: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| free(allocate("shadow-threads", 1000))))
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let initialized = (0..memgov::jemalloc::arena_count().unwrap())
+        .filter(|&i| memgov::jemalloc::arena_initialized(i).unwrap_or(false))
+        .count() as u32;
+    // A snapshot (like the monitor and every purge) looks for new arenas, at most once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let _ = memgov::snapshot();
+    let stats = memgov::jemalloc::extent_hook_stats();
+    if memgov::global_stats().shadow_reserved_bytes > 0 {
+        assert!(
+            stats.arenas_hooked >= initialized,
+            "{initialized} arenas initialised, {stats:?}"
+        );
+        assert_eq!(stats.failures, 0);
+    }
+}
