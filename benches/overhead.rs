@@ -1,5 +1,7 @@
 //! Memory overhead of the governor: peak resident bytes of the same workloads over raw jemalloc
-//! and over `Governor<Jemalloc>`, each in a fresh process, reported as a ratio.
+//! and over `Governor<Jemalloc>`, each in a fresh process, reported as a ratio; and what stays
+//! resident once a workload's memory is freed and `compact()` has run (what memgov's shadow tag
+//! tables keep, if anything, shows there).
 //!
 //! `cargo bench --bench overhead` (a plain runner: criterion measures time, not memory).
 
@@ -78,13 +80,25 @@ unsafe impl GlobalAlloc for Switch {
 #[global_allocator]
 static GLOBAL: Switch = Switch;
 
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` figure in KiB (`VmHWM:` the peak, `VmRSS:` now).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// 64 MiB of 64-byte blocks (exactly a class, so their tags live in the shadow table) and
+/// 64 MiB of 4 KiB blocks (the same, in the coarser table), each block written once, all
+/// freed before returning.
+fn exact_classes() -> usize {
+    let mut small: Vec<Box<[u8; 64]>> = (0..1 << 20).map(|_| Box::new([1u8; 64])).collect();
+    let mut pages: Vec<Box<[u8; 4096]>> = (0..1 << 14).map(|_| Box::new([1u8; 4096])).collect();
+    small.truncate(0);
+    pages.truncate(0);
+    small.capacity() + pages.capacity()
 }
 
 fn xorshift(x: &mut u64) -> u64 {
@@ -127,25 +141,35 @@ fn vec_growth() -> usize {
     vs.iter().map(Vec::len).sum()
 }
 
+/// Runs `workload` and prints its result, the peak resident KiB, and the resident KiB after a
+/// `compact()` (everything the workload made is freed by then).
 fn child(workload: &str) {
     let n = match workload {
         "maps" => maps(),
-        _ => vec_growth(),
+        "vec-growth" => vec_growth(),
+        _ => exact_classes(),
     };
-    println!("{n} {}", peak_rss_kib());
+    let peak = status_kib("VmHWM:");
+    memgov::jemalloc::compact().expect("compact");
+    println!("{n} {peak} {}", status_kib("VmRSS:"));
 }
 
-fn run(workload: &str, mode: &str) -> u64 {
+/// The figures a child prints for `workload` under `mode`: (peak KiB, resident KiB after the
+/// compaction).
+fn run(workload: &str, mode: &str) -> (u64, u64) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .env("MEMGOV_OVERHEAD_CHILD", workload)
         .env("MEMGOV_OVERHEAD_MODE", mode)
         .output()
         .expect("spawn child");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("child output")
+    let field = |i: usize| -> u64 {
+        text.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .expect("child output")
+    };
+    (field(1), field(2))
 }
 
 fn main() {
@@ -153,14 +177,14 @@ fn main() {
         return child(&workload);
     }
     println!(
-        "{:<12} {:>14} {:>14} {:>8}",
-        "workload", "raw KiB", "governed KiB", "ratio"
+        "{:<14} {:>10} {:>10} {:>7}   {:>16} {:>16}",
+        "workload", "peak raw", "governed", "ratio", "after raw (KiB)", "after governed"
     );
-    for workload in ["maps", "vec-growth"] {
-        let raw = run(workload, "raw");
-        let gov = run(workload, "governed");
+    for workload in ["maps", "vec-growth", "exact-classes"] {
+        let (raw, raw_after) = run(workload, "raw");
+        let (gov, gov_after) = run(workload, "governed");
         println!(
-            "{workload:<12} {raw:>14} {gov:>14} {:>8.3}",
+            "{workload:<14} {raw:>10} {gov:>10} {:>7.3}   {raw_after:>16} {gov_after:>16}",
             gov as f64 / raw as f64
         );
     }
