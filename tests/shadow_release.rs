@@ -189,3 +189,30 @@ fn arenas_of_new_threads_are_wrapped_off_the_allocation_path() {
         assert_eq!(stats.failures, 0);
     }
 }
+
+#[test]
+#[serial]
+fn purges_inside_frees_release_table_pages_too() {
+    // Make the tables and wrap the arenas that exist, then purge on every free (decay 0): the
+    // release now runs inside jemalloc's free, under the governor's dealloc.
+    free(allocate("shadow-decay", 1));
+    memgov::jemalloc::hook_arenas().unwrap();
+    let found = memgov::jemalloc::decay().unwrap();
+    memgov::jemalloc::set_decay(memgov::jemalloc::Decay {
+        dirty_ms: 0,
+        muzzy_ms: 0,
+    })
+    .unwrap();
+    let released_before = memgov::global_stats().shadow_released_bytes;
+    free(allocate("shadow-decay", 1 << 20));
+    let released = memgov::global_stats().shadow_released_bytes - released_before;
+    memgov::jemalloc::set_decay(found).unwrap();
+    assert_eq!(live("shadow-decay"), 0);
+    if memgov::global_stats().shadow_reserved_bytes > 0 {
+        // 64 MiB of blocks: 8 MiB of entries, most of it given back as the slabs empty.
+        assert!(
+            released >= 4 * MIB,
+            "released {released} bytes without a compaction"
+        );
+    }
+}
