@@ -377,6 +377,79 @@ fn the_http_endpoint_answers_at_the_process_hard_limit() {
     drop(kept);
 }
 
+/// What the child process of [`a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds`]
+/// does: set a hard limit and nothing else (no monitor, no callback), fill the process to it,
+/// then panic under `catch_unwind` with the default panic hook. Exits 0 when the panic was caught
+/// with its message and the program went on.
+fn child_panics_at_the_limit() -> ! {
+    assert!(!memgov::monitor_stats().running, "the monitor ran already");
+    memgov::flush_thread();
+    let hard = budget_stats(Scope::Process).charged_bytes + 16 * MIB;
+    memgov::set_process_limits(Limits::hard(hard)).unwrap();
+    // The limit alone started the monitor, which holds the reserve.
+    let full = emergency_reserve_stats().full_bytes;
+    if !came(|| held_bytes() == full) || full == 0 {
+        std::process::exit(3);
+    }
+    let held = fill_to_the_limit();
+    let blocks = held.len();
+    // Before the reserve took panicking threads, boxing this message was refused and the process
+    // aborted with "memory allocation of N bytes failed", the message lost.
+    let caught = std::panic::catch_unwind(move || {
+        panic!("expected: a panic at the hard limit after {blocks} blocks")
+    });
+    let charged = budget_stats(Scope::Process).charged_bytes;
+    drop(held);
+    let message = caught
+        .err()
+        .and_then(|p| p.downcast::<String>().ok())
+        .map(|m| *m);
+    let expected = format!("expected: a panic at the hard limit after {blocks} blocks");
+    if message.as_deref() != Some(expected.as_str()) {
+        eprintln!("caught {message:?}");
+        std::process::exit(4);
+    }
+    if charged > hard {
+        eprintln!("charged {charged} past the limit {hard}");
+        std::process::exit(5);
+    }
+    println!("draws {}", emergency_reserve_stats().draws);
+    std::process::exit(0);
+}
+
+/// A process hard limit on its own starts the monitor, so the reserve is held; a panic at the
+/// limit then boxes its message from the reserve and unwinds to the program's `catch_unwind`.
+/// In a child process, where no monitor runs yet, with the default panic hook (and no backtrace:
+/// resolving one needs more memory than a reserve holds).
+fn a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, "panic-at-the-limit")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {}: stdout {stdout:?}, stderr {stderr:?}",
+        out.status
+    );
+    // The default hook printed the message, and the reserve paid for the panic.
+    assert!(
+        stderr.contains("expected: a panic at the hard limit after"),
+        "{stderr}"
+    );
+    let draws: u64 = stdout
+        .trim()
+        .strip_prefix("draws ")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    assert!(draws > 0, "{stdout}");
+}
+
+/// The variable that makes this binary run a child scenario instead of the cases.
+const CHILD: &str = "MEMGOV_EMERGENCY_RESERVE_CHILD";
+
 /// Runs one scenario on this thread; its panic (printed by the default hook) fails the case.
 fn in_process(scenario: fn()) -> Result<(), String> {
     std::panic::catch_unwind(scenario).map_err(|panic| {
@@ -399,7 +472,12 @@ macro_rules! scenarios {
 }
 
 fn main() {
+    if std::env::var_os(CHILD).is_some() {
+        child_panics_at_the_limit();
+    }
+    #[cfg_attr(not(feature = "http"), allow(unused_mut))] // the http feature adds a scenario
     let mut all: Vec<cases::Case> = scenarios![
+        a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds,
         a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve,
         what_a_callback_draws_and_frees_goes_back_into_the_reserve,
         other_threads_get_the_hard_limit_less_the_reserve,

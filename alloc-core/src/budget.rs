@@ -416,8 +416,14 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
 /// removed at any time; lowering one below what is already live makes new allocations fail and
 /// puts the process at [`Level::Critical`] until usage falls.
 ///
+/// A hard limit starts the monitor thread if it is not running, to hold the emergency reserve
+/// ([`set_emergency_reserve`](crate::set_emergency_reserve); unless that is 0).
+///
 /// # Errors
 /// [`LimitError`] when a limit exceeds `i64::MAX` or the soft limit is above the hard one.
+///
+/// # Panics
+/// If the monitor thread has to be started and the system refuses a new thread.
 ///
 /// ```
 /// alloc_core::set_process_limits(alloc_core::Limits::hard(1 << 40)).unwrap();
@@ -433,6 +439,7 @@ pub fn set_process_limits(limits: Limits) -> Result<(), LimitError> {
 pub(crate) fn store_process(limits: Limits) -> Result<(), LimitError> {
     store(process_entity(), limits)?;
     pressure::evaluate(Scope::Process);
+    crate::emergency_reserve::hold_when_wanted();
     #[cfg(feature = "jemalloc")]
     crate::responder::auto_start();
     Ok(())

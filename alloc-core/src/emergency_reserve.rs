@@ -5,12 +5,16 @@
 //! The code that reacts to the limit must be able to run at the limit: the monitor thread (pressure
 //! callbacks, periodic tasks, the jemalloc responder, the history sampler, and its own
 //! bookkeeping), memgov's HTTP endpoint (an operator asks for `/memory/health` or
-//! `POST /memory/compact` exactly when memory is short), and any thread the program marks with
-//! [`use_emergency_reserve`]. An infallible allocation refused there would abort the process, even
-//! one whose own code meets the limit gracefully with `try_reserve`.
+//! `POST /memory/compact` exactly when memory is short), any thread the program marks with
+//! [`use_emergency_reserve`], and any thread while it panics. An infallible allocation refused
+//! there would abort the process, even one whose own code meets the limit gracefully with
+//! `try_reserve`: a panic at the limit could not even box its message, so it aborted with
+//! "memory allocation of N bytes failed" instead of unwinding to the program's `catch_unwind`
+//! (a request handler's, say), and its message was lost.
 //!
-//! While the process has a hard limit, the monitor charges up to [`set_emergency_reserve`] bytes
-//! to the process budget at the start of every round and holds them, unspent. When the process's
+//! While the process has a hard limit, the monitor (started by the limit if it is not running)
+//! charges up to [`set_emergency_reserve`] bytes to the process budget at the start of every round
+//! and holds them, unspent. When the process's
 //! hard limit refuses an allocation on a thread that uses the reserve, the allocation path takes
 //! what it needs from the reserve instead: the bytes are already charged, so nothing passes the
 //! limit (`live <= charged <= hard` holds throughout). Process credit such a thread hands back
@@ -77,7 +81,17 @@ pub struct EmergencyReserveStats {
 /// ```
 pub fn set_emergency_reserve(bytes: u64) {
     TARGET.store(bytes.min(i64::MAX as u64), Relaxed);
+    hold_when_wanted();
     crate::pressure::wake_monitor();
+}
+
+/// Starts the monitor (which holds the reserve) if the reserve should hold something now: a
+/// process hard limit and a non-zero setting. Called where either changes, off the allocation
+/// path; the environment reader calls it too, so it does not read the environment itself.
+pub(crate) fn hold_when_wanted() {
+    if target() > 0 {
+        crate::monitor::start_monitor_thread();
+    }
 }
 
 /// The emergency reserve's size, what it holds now, and what it has given out.
@@ -122,6 +136,13 @@ pub(crate) fn held() -> u64 {
     HELD.load(Relaxed)
 }
 
+/// Whether the calling thread may draw on the reserve: a reserve thread, or one that is
+/// panicking (`std::thread::panicking` reads a counter and, only while some thread panics, a
+/// `const` thread-local: it neither allocates nor locks).
+fn uses_reserve() -> bool {
+    thread::uses_emergency_reserve() || std::thread::panicking()
+}
+
 /// Called where the process's hard limit refuses `bytes`: on a thread that uses the reserve,
 /// takes them from it if it holds enough and returns true (they are already charged to the
 /// process, so the caller turns them into credit without charging again). False otherwise.
@@ -131,7 +152,7 @@ pub(crate) fn draw(bytes: i64) -> bool {
     let Ok(bytes) = u64::try_from(bytes) else {
         return false;
     };
-    if bytes == 0 || !thread::uses_emergency_reserve() {
+    if bytes == 0 || !uses_reserve() {
         return false;
     }
     let taken = HELD.fetch_update(Relaxed, Relaxed, |held| held.checked_sub(bytes));
@@ -152,7 +173,7 @@ pub(crate) fn draw(bytes: i64) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn keep(bytes: i64) -> i64 {
-    if bytes <= 0 || !thread::uses_emergency_reserve() {
+    if bytes <= 0 || !uses_reserve() {
         return bytes;
     }
     let target = target() as i64;
