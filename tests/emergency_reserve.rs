@@ -422,17 +422,11 @@ fn child_panics_at_the_limit() -> ! {
 /// In a child process, where no monitor runs yet, with the default panic hook (and no backtrace:
 /// resolving one needs more memory than a reserve holds).
 fn a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(CHILD, "panic-at-the-limit")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (status, stdout, stderr) = run_child("0");
+    let status = status.expect("the child hung");
     assert!(
-        out.status.success(),
-        "child {}: stdout {stdout:?}, stderr {stderr:?}",
-        out.status
+        status.success(),
+        "child {status}: stdout {stdout:?}, stderr {stderr:?}"
     );
     // The default hook printed the message, and the reserve paid for the panic.
     assert!(
@@ -445,6 +439,52 @@ fn a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds() {
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
     assert!(draws > 0, "{stdout}");
+}
+
+/// The same child with `RUST_BACKTRACE=1`: resolving the backtrace at the limit needs far more
+/// than the reserve, and the refusal comes while std's panic hook holds its backtrace lock. Handed
+/// a null, std's allocation-error hook waited for that lock and the process hung (about half of
+/// the runs); memgov now aborts it with a line that says why.
+fn a_panic_at_the_limit_that_wants_a_backtrace_aborts_instead_of_hanging() {
+    let (status, stdout, stderr) = run_child("1");
+    let Some(status) = status else {
+        panic!("the child hung: stderr {stderr:?}");
+    };
+    assert!(!status.success(), "{stdout}");
+    assert!(
+        stderr.contains("refused memory to a panicking thread"),
+        "child {status}: stderr {stderr:?}"
+    );
+}
+
+/// Runs [`child_panics_at_the_limit`] in a child process with `RUST_BACKTRACE` set to
+/// `backtrace`; its exit status (`None` if it was still running after 60 s, then killed), stdout
+/// and stderr.
+fn run_child(backtrace: &str) -> (Option<std::process::ExitStatus>, String, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, "panic-at-the-limit")
+        .env("RUST_BACKTRACE", backtrace)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    (status, stdout, stderr)
 }
 
 /// The variable that makes this binary run a child scenario instead of the cases.
@@ -478,6 +518,7 @@ fn main() {
     #[cfg_attr(not(feature = "http"), allow(unused_mut))] // the http feature adds a scenario
     let mut all: Vec<cases::Case> = scenarios![
         a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds,
+        a_panic_at_the_limit_that_wants_a_backtrace_aborts_instead_of_hanging,
         a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve,
         what_a_callback_draws_and_frees_goes_back_into_the_reserve,
         other_threads_get_the_hard_limit_less_the_reserve,

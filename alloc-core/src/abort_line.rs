@@ -168,6 +168,33 @@ extern "C" fn on_abort(_signal: libc::c_int) {
     // SA_RESETHAND restored the default action: abort() raises SIGABRT again and the process ends.
 }
 
+/// Called where the allocation path refuses memory to the calling thread (a process or component
+/// hard limit, past the emergency reserve): if the thread is panicking, aborts the process now,
+/// after one line on stderr (the SIGABRT handler adds the usual line with the figures).
+///
+/// Returning null there would hand the failure to std's allocation-error hook, which takes the
+/// lock std's panic hook holds while it prints a panic's message and backtrace. When the refusal
+/// comes from inside the panic hook (resolving a backtrace allocates a lot), the thread waits for
+/// a lock it holds itself and the process hangs instead of ending (Rust 1.95;
+/// `tests/emergency_reserve.rs` reproduces it with `RUST_BACKTRACE=1`). A hung process is worse
+/// than an aborted one: nothing restarts it. The cost: a fallible allocation (`try_reserve`) on a
+/// panicking thread at a hard limit aborts too, instead of returning `Err`.
+#[cold]
+#[inline(never)]
+pub(crate) fn abort_if_unwinding() {
+    if !std::thread::panicking() {
+        return;
+    }
+    let mut line = Line::new();
+    line.push(
+        b"memgov: a hard limit refused memory to a panicking thread; aborting now, as std's ",
+    );
+    line.push(b"allocation-error hook would wait for the backtrace lock the panic holds\n");
+    line.write_stderr();
+    // SAFETY: abort has no preconditions; it ends the process.
+    unsafe { libc::abort() }
+}
+
 /// A fixed stack buffer for one line; never allocates.
 struct Line {
     buf: [u8; 512],
