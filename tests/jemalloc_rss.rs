@@ -8,12 +8,9 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 const MIB: u64 = 1 << 20;
 
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
+#[path = "support/rss.rs"]
+mod resident;
+use resident::rss;
 
 #[test]
 fn freed_memory_stays_resident_until_compacted() {

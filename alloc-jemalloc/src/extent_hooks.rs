@@ -300,35 +300,19 @@ unsafe extern "C" fn destroy(
     released(addr, size);
 }
 
-unsafe extern "C" fn commit(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    offset: usize,
-    length: usize,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        match (*o).commit {
-            Some(f) => f(o, addr, size, offset, length, arena),
-            None => true,
-        }
-    }
-}
-
-/// A hook that gives back `[addr + offset, addr + offset + length)` when it succeeds.
-type GiveBack =
+/// A hook over `[addr + offset, addr + offset + length)`: commit, decommit and the purges.
+type RangeHook =
     unsafe extern "C" fn(*mut extent_hooks_t, *mut c_void, usize, usize, usize, c_uint) -> bool;
 
-/// Forwards a [`GiveBack`] hook and reports the range if it succeeded.
+/// Forwards a [`RangeHook`] (absent: failure, as jemalloc reads an absent hook) and, where
+/// `gives_back` and it succeeded, reports the range as released.
 ///
 /// # Safety
 /// As for the hook: `o` is the wrapped table and the rest are jemalloc's arguments.
 #[allow(clippy::too_many_arguments)]
-unsafe fn give_back(
-    hook: Option<GiveBack>,
+unsafe fn forward_range(
+    hook: Option<RangeHook>,
+    gives_back: bool,
     o: *mut extent_hooks_t,
     addr: *mut c_void,
     size: usize,
@@ -341,56 +325,34 @@ unsafe fn give_back(
         Some(f) => unsafe { f(o, addr, size, offset, length, arena) },
         None => true,
     };
-    if !failed {
+    if gives_back && !failed {
         released(addr.cast::<u8>().wrapping_add(offset).cast(), length);
     }
     failed
 }
 
-unsafe extern "C" fn decommit(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    offset: usize,
-    length: usize,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        give_back((*o).decommit, o, addr, size, offset, length, arena)
-    }
+/// The range hooks: each forwards to the wrapped table's hook of the same name; those marked
+/// `true` give their range back when they succeed.
+macro_rules! range_hooks {
+    ($($hook:ident: $gives_back:expr),*) => {$(
+        unsafe extern "C" fn $hook(
+            hooks: *mut extent_hooks_t,
+            addr: *mut c_void,
+            size: usize,
+            offset: usize,
+            length: usize,
+            arena: c_uint,
+        ) -> bool {
+            // SAFETY: as in `alloc`.
+            unsafe {
+                let o = original(hooks);
+                forward_range((*o).$hook, $gives_back, o, addr, size, offset, length, arena)
+            }
+        }
+    )*};
 }
 
-unsafe extern "C" fn purge_lazy(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    offset: usize,
-    length: usize,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        give_back((*o).purge_lazy, o, addr, size, offset, length, arena)
-    }
-}
-
-unsafe extern "C" fn purge_forced(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    offset: usize,
-    length: usize,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        give_back((*o).purge_forced, o, addr, size, offset, length, arena)
-    }
-}
+range_hooks!(commit: false, decommit: true, purge_lazy: true, purge_forced: true);
 
 unsafe extern "C" fn split(
     hooks: *mut extent_hooks_t,
