@@ -218,3 +218,30 @@ fn purges_inside_frees_reach_the_listener_and_stay_exact() {
     // all back, as the first test checks.)
     assert!(heard > 0, "no purge reached the listener");
 }
+
+#[test]
+#[serial]
+fn the_tables_never_take_transparent_huge_pages() {
+    free(allocate("shadow-thp", 1));
+    if memgov::global_stats().shadow_reserved_bytes == 0 {
+        return;
+    }
+    // The reservation is the one mapping of its size: find its flags in smaps. "nh" is
+    // MADV_NOHUGEPAGE, which also keeps the kernel from merging it with jemalloc's mappings.
+    let reserved = memgov::global_stats().shadow_reserved_bytes / 1024;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut size_matches = false;
+    let mut flags = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Size:") {
+            let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+            size_matches = kib == reserved;
+        } else if let Some(f) = line.strip_prefix("VmFlags:") {
+            if size_matches {
+                flags = Some(f.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+            }
+        }
+    }
+    let flags = flags.expect("the shadow reservation in /proc/self/smaps");
+    assert!(flags.iter().any(|f| f == "nh"), "{flags:?}");
+}

@@ -403,6 +403,11 @@ pub(crate) mod shadow {
             let ours = if mem == libc::MAP_FAILED {
                 FAILED
             } else {
+                // No transparent huge pages for the tables: with THP set to `always`, one tag
+                // written in an untouched 2 MiB stretch would make all 2 MiB resident, and the
+                // tables are written sparsely. (A failure leaves the system's default.)
+                // SAFETY: advice on our own fresh mapping; it changes no contents.
+                unsafe { libc::madvise(mem, TOTAL, libc::MADV_NOHUGEPAGE) };
                 mem.cast()
             };
             // SAFETY: sysconf reads a constant of the system; it neither allocates nor locks.
