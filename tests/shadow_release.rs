@@ -245,3 +245,39 @@ fn the_tables_never_take_transparent_huge_pages() {
     let flags = flags.expect("the shadow reservation in /proc/self/smaps");
     assert!(flags.iter().any(|f| f == "nh"), "{flags:?}");
 }
+
+#[test]
+#[serial]
+fn purges_by_jemallocs_background_threads_reach_the_tables() {
+    // The tables exist and the arenas are wrapped; then jemalloc's own threads purge what decays
+    // (over 1 s) while this thread only waits.
+    free(allocate("shadow-background", 1));
+    memgov::jemalloc::hook_arenas().unwrap();
+    let decay = memgov::jemalloc::decay().unwrap();
+    let background = memgov::jemalloc::background_threads().unwrap();
+    memgov::jemalloc::set_decay(memgov::jemalloc::Decay {
+        dirty_ms: 1000,
+        muzzy_ms: 0,
+    })
+    .unwrap();
+    memgov::jemalloc::set_background_threads(true).unwrap();
+    free(allocate("shadow-background", 1 << 21));
+    memgov::jemalloc::flush_thread_cache().unwrap();
+    // From here on this thread neither allocates nor frees: what is heard, they purged.
+    let heard_before = memgov::jemalloc::extent_hook_stats().ranges_released;
+    let start = std::time::Instant::now();
+    let heard = loop {
+        let heard = memgov::jemalloc::extent_hook_stats().ranges_released - heard_before;
+        if heard > 0 || start.elapsed() > std::time::Duration::from_secs(10) {
+            break heard;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    memgov::jemalloc::set_background_threads(background).unwrap();
+    memgov::jemalloc::set_decay(decay).unwrap();
+    assert_eq!(live("shadow-background"), 0);
+    assert!(
+        heard > 0,
+        "no background purge reached the listener in 10 s"
+    );
+}
