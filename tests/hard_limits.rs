@@ -3,8 +3,8 @@
 //! Eight threads hammer one component that has an 8 MiB hard budget (under a process hard limit 32
 //! MiB above what the process already uses) with mixed-size allocations, reallocs and random frees,
 //! filling it to the limit together halfway through, while another thread keeps making 64 MiB
-//! requests that must fail and a watcher samples the figures: live and charged bytes never pass
-//! either limit, and afterwards every successful allocation, realloc and refusal is accounted for
+//! requests that must fail and a watcher samples the figures: the bytes the threads hold and the
+//! charged bytes never pass either limit, and afterwards every successful allocation, realloc and refusal is accounted for
 //! exactly. Then a limit lowered below what is live puts the component at `Level::Critical` and
 //! refuses new allocations without disturbing the accounting, and raising it again restores both.
 //! Last, live bytes read while a thread churns never pass the limit that the truth stays under (a
@@ -88,7 +88,10 @@ struct Tally {
 /// is refused or it holds `HELD` blocks. Random sizes alone reach an 8 MiB limit only while several
 /// threads run at once, which a scheduler need not allow (valgrind runs one thread at a time); the
 /// fill reaches it in every schedule, with all threads allocating at the limit together.
-fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally {
+///
+/// `live` counts the bytes this test holds, as the test sees them: added after an allocation
+/// succeeds, taken away before a free, so it is never above the bytes really live at that moment.
+fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier, live: &AtomicU64) -> Tally {
     const HELD: usize = 64;
     const FILL: usize = 256 * KIB;
     let mut rng = Rng(seed);
@@ -104,6 +107,7 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally
                     t.refused += 1;
                     break;
                 }
+                live.fetch_add(FILL as u64, Relaxed);
                 held.push((ptr, layout));
                 t.allocs += 1;
                 t.allocated += FILL as u64;
@@ -112,6 +116,7 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally
         let roll = rng.below(8);
         if !held.is_empty() && (roll < 3 || held.len() == HELD) {
             let (ptr, layout) = held.swap_remove(rng.below(held.len()));
+            live.fetch_sub(layout.size() as u64, Relaxed);
             // SAFETY: `ptr` was allocated by the global allocator with `layout` and not freed.
             unsafe { dealloc(ptr, layout) };
             t.frees += 1;
@@ -119,13 +124,18 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally
             let i = rng.below(held.len());
             let (ptr, layout) = held[i];
             let new_size = rng.size();
+            let shrink = layout.size().saturating_sub(new_size) as u64;
+            let growth = new_size.saturating_sub(layout.size()) as u64;
+            live.fetch_sub(shrink, Relaxed);
             // SAFETY: a live block with its layout; `new_size` is non-zero and small.
             let new = unsafe { realloc(ptr, layout, new_size) };
             if new.is_null() {
                 // Refused: the old block is untouched and still ours. Only growth may be refused.
+                live.fetch_add(shrink, Relaxed);
                 t.refused += 1;
                 t.shrinks_refused += u64::from(new_size <= layout.size());
             } else {
+                live.fetch_add(growth, Relaxed);
                 t.reallocs += 1;
                 t.allocated += new_size.saturating_sub(layout.size()) as u64;
                 held[i] = (
@@ -141,6 +151,7 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally
             } else {
                 // SAFETY: a fresh block of at least one byte.
                 unsafe { ptr.write(0xA5) };
+                live.fetch_add(layout.size() as u64, Relaxed);
                 held.push((ptr, layout));
                 t.allocs += 1;
                 t.allocated += layout.size() as u64;
@@ -148,6 +159,7 @@ fn hammer(comp: ComponentId, seed: u64, ops: usize, midpoint: &Barrier) -> Tally
         }
     }
     for (ptr, layout) in held {
+        live.fetch_sub(layout.size() as u64, Relaxed);
         // SAFETY: as above.
         unsafe { dealloc(ptr, layout) };
         t.frees += 1;
@@ -166,6 +178,12 @@ fn in_component_raw(comp: ComponentId, layout: Layout) -> *mut u8 {
 #[derive(Default, Debug)]
 struct Seen {
     samples: u64,
+    /// The bytes the hammering threads held, by their own count.
+    held: u64,
+    /// `component_stats(..).live_bytes`: a sum over the threads' records read one after another,
+    /// not an atomic cut, so while threads run it can count a block one thread freed together
+    /// with one another thread allocated after it (it once read 8.2 MiB under an 8 MiB limit
+    /// here); reported, not asserted. Exact once the threads are joined.
     live: u64,
     charged: u64,
     process_charged: u64,
@@ -189,6 +207,7 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
     let unscoped_failures_before = budget_stats(Scope::Component(unscoped)).failures;
 
     let done = AtomicBool::new(false);
+    let held = AtomicU64::new(0);
     let big_in_component = AtomicU64::new(0);
     let big_unscoped = AtomicU64::new(0);
     let big_passed = AtomicU64::new(0);
@@ -199,10 +218,12 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
             start.wait();
             let mut seen = Seen::default();
             while !done.load(Relaxed) {
+                let held = held.load(Relaxed);
                 let live = component_stats(name).unwrap().live_bytes;
                 let charged = budget_stats(Scope::Component(comp)).charged_bytes;
                 let process = process_charged();
                 seen.samples += 1;
+                seen.held = seen.held.max(held);
                 seen.live = seen.live.max(live);
                 seen.charged = seen.charged.max(charged);
                 seen.process_charged = seen.process_charged.max(process);
@@ -243,10 +264,16 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
         });
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (start, midpoint) = (&start, &midpoint);
+                let (start, midpoint, held) = (&start, &midpoint, &held);
                 s.spawn(move || {
                     start.wait();
-                    hammer(comp, 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1), OPS, midpoint)
+                    hammer(
+                        comp,
+                        0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1),
+                        OPS,
+                        midpoint,
+                        held,
+                    )
                 })
             })
             .collect();
@@ -265,8 +292,10 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
         seen.charged <= HARD,
         "charged passed the hard limit: {seen:?}"
     );
+    // The bytes really live are never above what the limit allows: the threads' own count, which
+    // never runs ahead of them, is the independent check.
     assert!(
-        seen.live <= HARD,
+        seen.held <= HARD,
         "live bytes passed the hard limit: {seen:?}"
     );
     assert!(seen.process_charged <= process_hard, "{seen:?}");
@@ -278,6 +307,7 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
     // Afterwards: every success and every refusal accounted for exactly.
     let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
     let s = component_stats(name).unwrap();
+    assert_eq!(held.load(Relaxed), 0);
     assert_eq!(s.live_bytes, 0, "{s:?}");
     assert_eq!(s.alloc_count, sum(|t| t.allocs), "{s:?}");
     assert_eq!(s.free_count, sum(|t| t.frees), "{s:?}");
