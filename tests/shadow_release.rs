@@ -69,9 +69,34 @@ fn freed_exact_class_blocks_leave_no_table_pages_resident() {
         full >= base + 32 * MIB,
         "the table entries should be resident: {base} -> {full}"
     );
+    let tables_full = memgov::shadow_resident_bytes().expect("the tables' mapping in smaps");
+    assert!(tables_full >= 32 * MIB, "tables hold {tables_full} bytes");
     free(blocks);
     assert_eq!(live("shadow-freed"), 0);
+    // Freed, not yet purged: the tables describe mostly freed memory, and the health report
+    // says so.
+    let report = memgov::stats::health();
+    assert!(
+        report
+            .recommendations
+            .iter()
+            .any(|r| r.contains("shadow tag tables hold")),
+        "{report}"
+    );
     memgov::jemalloc::compact().unwrap();
+    let tables_after = memgov::shadow_resident_bytes().unwrap();
+    assert!(
+        tables_after < 4 * MIB,
+        "tables hold {tables_after} bytes after compact (from {tables_full})"
+    );
+    let report = memgov::stats::health();
+    assert!(
+        !report
+            .recommendations
+            .iter()
+            .any(|r| r.contains("shadow tag tables hold")),
+        "{report}"
+    );
     let after = rss();
     let released = memgov::global_stats().shadow_released_bytes - released_before;
     // Without the release the table's 32 MiB stayed resident here, on top of what jemalloc keeps

@@ -125,6 +125,8 @@ fn an_unknown_component_is_reported() {
 #[test]
 #[serial]
 fn json_parses_back_with_the_documented_fields() {
+    // Exact-class blocks (64 bytes) put their tags in the shadow tables over jemalloc.
+    drop(black_box(vec![0u8; 64]));
     memgov::set_budget("json-budget", memgov::Limits::hard(1 << 30)).unwrap();
     let v = in_scope("json \"quoted\"\nname", || black_box(vec![0u8; 777]));
     in_scope("json-budget", || drop(vec![0u8; 10]));
@@ -157,6 +159,12 @@ fn json_parses_back_with_the_documented_fields() {
             json["emergency_reserve"][field].is_u64(),
             "emergency_reserve.{field} in {text}"
         );
+    }
+    let tables = &json["shadow_tables"];
+    assert!(tables["released_bytes"].is_u64(), "{text}");
+    match memgov::shadow_resident_bytes() {
+        Some(_) => assert!(tables["resident_bytes"].is_u64(), "{text}"),
+        None => assert!(tables["resident_bytes"].is_null(), "{text}"),
     }
     let components = json["components"].as_array().unwrap();
     let quoted = components
@@ -302,6 +310,17 @@ fn prometheus_text_is_well_formed_and_carries_the_figures() {
         "memgov_emergency_reserve_drawn_bytes_total",
     ] {
         assert!(samples.contains_key(name), "{name} in {text}");
+    }
+    // The shadow tables' figures, where there are tables (over jemalloc, outside valgrind).
+    if let Some(resident) = memgov::shadow_resident_bytes() {
+        assert!(resident > 0);
+        assert!(
+            samples["memgov_shadow_table_resident_bytes"] > 0.0,
+            "{text}"
+        );
+        assert!(samples.contains_key("memgov_shadow_table_released_bytes_total"));
+    } else {
+        assert!(!text.contains("memgov_shadow_table"), "{text}");
     }
     drop((v, w));
 }

@@ -262,6 +262,23 @@ pub fn snapshot() -> Snapshot {
     Snapshot { global, components }
 }
 
+/// Resident bytes of the shadow tag tables now (see the README's design section): memory memgov
+/// itself holds for the tags of exact-class blocks. `None` where there are no tables (over the
+/// system allocator, or where the reservation failed) or `/proc/self/smaps` cannot be read. It
+/// reads and parses that file, so it is for reports (the health report and the exporters use
+/// it), not for loops.
+///
+/// ```
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+/// #     alloc_core::Governor::with_inner(std::alloc::System);
+/// // Over the system allocator every tag is a trailer: there are no tables.
+/// assert_eq!(alloc_core::shadow_resident_bytes(), None);
+/// ```
+pub fn shadow_resident_bytes() -> Option<u64> {
+    crate::tag::shadow::resident_bytes()
+}
+
 /// Folds the calling thread's batched statistics into the shared counters now and returns its
 /// unspent budget credit.
 ///

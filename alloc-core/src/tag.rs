@@ -532,6 +532,30 @@ pub(crate) mod shadow {
         }
     }
 
+    /// Resident bytes of the tables: their mapping's `Rss` in `/proc/self/smaps` (the mapping is
+    /// advised MADV_NOHUGEPAGE, which also keeps the kernel from merging it with a neighbour, so
+    /// the figure is the tables' alone). `None` without tables or where `/proc` cannot be read.
+    /// Reads and parses a `/proc` file: for reports, not for loops.
+    pub(crate) fn resident_bytes() -> Option<u64> {
+        use std::io::BufRead;
+        let base = base()?;
+        let header = format!("{:x}-", base as usize);
+        let smaps = std::fs::File::open("/proc/self/smaps").ok()?;
+        let mut ours = false;
+        for line in std::io::BufReader::new(smaps).lines() {
+            let line = line.ok()?;
+            if line.starts_with(&header) {
+                ours = true;
+            } else if ours {
+                if let Some(kib) = line.strip_prefix("Rss:") {
+                    let kib: u64 = kib.trim().strip_suffix("kB")?.trim().parse().ok()?;
+                    return Some(kib * 1024);
+                }
+            }
+        }
+        None
+    }
+
     /// Shadow-table bytes given back to the system so far.
     pub(crate) fn released_bytes() -> usize {
         RELEASED.load(Ordering::Relaxed)

@@ -64,6 +64,7 @@ fn has_budget(b: &BudgetStats) -> bool {
 ///             "tag_overhead_bytes", "threads", "components", "refused_names"},
 ///  "budget": {"hard_limit_bytes", "soft_limit_bytes", "charged_bytes", "level", "failures"},
 ///  "emergency_reserve": {"target_bytes", "held_bytes", "draws", "drawn_bytes"},
+///  "shadow_tables": {"resident_bytes" (null without tables), "released_bytes"},
 ///  "components": [{"name", "live_bytes", "peak_live_bytes", "alloc_count", "free_count",
 ///                  "realloc_count", "total_allocated_bytes", "total_freed_bytes",
 ///                  "budget": {...} or null}]}
@@ -100,6 +101,18 @@ pub fn to_json(s: &Snapshot) -> String {
         out,
         ",\"emergency_reserve\":{{\"target_bytes\":{},\"held_bytes\":{},\"draws\":{},\"drawn_bytes\":{}}}",
         r.target_bytes, r.held_bytes, r.draws, r.drawn_bytes
+    );
+    let _ = write!(out, ",\"shadow_tables\":{{\"resident_bytes\":");
+    match alloc_core::shadow_resident_bytes() {
+        Some(bytes) => {
+            let _ = write!(out, "{bytes}");
+        }
+        None => out.push_str("null"),
+    }
+    let _ = write!(
+        out,
+        ",\"released_bytes\":{}}}",
+        s.global.shadow_released_bytes
     );
     out.push_str(",\"components\":[");
     for (i, c) in s.components.iter().enumerate() {
@@ -325,6 +338,26 @@ pub fn to_prometheus(s: &Snapshot) -> String {
     for (name, help, kind, value) in reserve {
         header(&mut out, name, help, kind);
         let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(resident) = alloc_core::shadow_resident_bytes() {
+        let tables = [
+            (
+                "memgov_shadow_table_resident_bytes",
+                "Resident bytes of memgov's shadow tag tables (tags of exact-class blocks).",
+                "gauge",
+                resident,
+            ),
+            (
+                "memgov_shadow_table_released_bytes_total",
+                "Shadow tag table bytes given back after the inner allocator purged what they described.",
+                "counter",
+                s.global.shadow_released_bytes,
+            ),
+        ];
+        for (name, help, kind, value) in tables {
+            header(&mut out, name, help, kind);
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
     out
 }

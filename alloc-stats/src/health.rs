@@ -19,12 +19,20 @@ pub struct HealthReport {
     pub resident_ratio: Option<f64>,
     /// The five components with the most live bytes.
     pub top: Vec<ComponentStats>,
+    /// Resident bytes of memgov's own shadow tag tables ([`alloc_core::shadow_resident_bytes`]),
+    /// where there are tables.
+    pub shadow_table_bytes: Option<u64>,
     /// What to do about it.
     pub recommendations: Vec<String>,
 }
 
 /// Fragmentation above which [`health`] recommends compaction.
 pub const FRAGMENTATION_ALERT: f64 = 1.5;
+
+/// Shadow tag tables above this many bytes, and above a quarter of the live bytes, make [`health`]
+/// recommend compaction: they mostly describe memory freed since (a table holds at most 1/8 of
+/// the exact-class blocks it describes while they live).
+pub const SHADOW_TABLE_ALERT_BYTES: u64 = 16 << 20;
 
 /// Assesses memory now (seed 003's health assessment): pressure, leak findings from the history,
 /// fragmentation, the biggest components, and recommendations.
@@ -66,6 +74,13 @@ pub fn health() -> HealthReport {
             "resident memory is {r:.2}x the active memory: freed pages are kept; compact() or a soft limit returns them"
         ));
     }
+    let shadow_table_bytes = alloc_core::shadow_resident_bytes();
+    let live = alloc_core::global_stats().live_bytes;
+    if let Some(t) = shadow_table_bytes.filter(|&t| t > SHADOW_TABLE_ALERT_BYTES && t > live / 4) {
+        recommendations.push(format!(
+            "memgov's shadow tag tables hold {t} bytes for {live} live bytes: they mostly describe freed memory; run memgov::jemalloc::compact()"
+        ));
+    }
     for leak in &leaks {
         recommendations.push(format!("possible leak: {leak}"));
     }
@@ -75,6 +90,7 @@ pub fn health() -> HealthReport {
         fragmentation,
         resident_ratio,
         top,
+        shadow_table_bytes,
         recommendations,
     }
 }
@@ -97,6 +113,9 @@ impl fmt::Display for HealthReport {
         writeln!(f, "pressure: {}", self.level)?;
         if let Some(x) = self.fragmentation {
             writeln!(f, "fragmentation (active/allocated): {x:.2}")?;
+        }
+        if let Some(t) = self.shadow_table_bytes {
+            writeln!(f, "memgov shadow tag tables: {t} bytes resident")?;
         }
         for c in &self.top {
             writeln!(f, "  {:<20} {:>14} live bytes", c.name, c.live_bytes)?;
