@@ -1,6 +1,7 @@
 //! Stress: 8 threads make over 10 million allocations, frees and reallocs across 64 components,
 //! handing batches of live blocks to each other over channels so that a large share of blocks is
-//! freed (or reallocated) by a thread other than the one that allocated them. Afterwards every
+//! freed (or reallocated) by a thread other than the one that allocated them, while another thread
+//! purges jemalloc's arenas (and so the shadow tables) over and over. Afterwards every
 //! component is back to its baseline, its counts match what the threads did exactly, and the
 //! process-wide figures equal the sum over components.
 
@@ -159,6 +160,13 @@ impl Worker {
     }
 }
 
+/// Purges every jemalloc arena, which gives back the shadow-table pages of what it purges; nothing
+/// over the system allocator (no tables there).
+fn purge_arenas() {
+    #[cfg(feature = "jemalloc")]
+    memgov::jemalloc::compact().unwrap();
+}
+
 #[test]
 #[serial]
 fn eight_threads_ten_million_ops_sixty_four_components() {
@@ -199,12 +207,36 @@ fn eight_threads_ten_million_ops_sixty_four_components() {
         })
         .collect();
     drop(senders);
+    // Meanwhile jemalloc purges every arena over and over, so the shadow tables give pages back
+    // while blocks whose tags live there are allocated, handed over and freed (a tag released
+    // while its block lived would credit the free to component 0 and leave a component above
+    // its baseline below).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut compactions = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                purge_arenas();
+                compactions += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            compactions
+        })
+    };
     let tallies: Vec<Tally> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let elapsed = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let compactions = compactor.join().unwrap();
+    assert!(compactions > 0);
 
     let ops: u64 = tallies.iter().map(|t| t.ops).sum();
     let foreign: u64 = tallies.iter().map(|t| t.foreign_frees).sum();
-    println!("{ops} operations ({foreign} cross-thread frees) on {THREADS} threads in {elapsed:?}");
+    println!(
+        "{ops} operations ({foreign} cross-thread frees) on {THREADS} threads in {elapsed:?}, \
+         {compactions} compactions, {} shadow-table bytes released",
+        memgov::global_stats().shadow_released_bytes
+    );
     assert!(ops >= 10_000_000, "{ops}");
     assert!(foreign > 100_000, "{foreign}");
 
