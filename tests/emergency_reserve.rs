@@ -455,6 +455,13 @@ fn a_panic_at_the_limit_that_wants_a_backtrace_aborts_instead_of_hanging() {
         stderr.contains("refused memory to a panicking thread"),
         "child {status}: stderr {stderr:?}"
     );
+    // The figures line names the refusal that ended the panic (the latest), not the largest
+    // refusal before it (the child's own `try_reserve`s while filling).
+    assert!(
+        stderr.contains("refused by the process limit")
+            && stderr.contains("refused while the thread was panicking"),
+        "child {status}: stderr {stderr:?}"
+    );
 }
 
 /// Runs [`child_panics_at_the_limit`] in a child process with `RUST_BACKTRACE` set to

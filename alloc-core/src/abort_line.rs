@@ -94,8 +94,14 @@ pub(crate) fn remember(component: u16, by_process: bool, limit: u64, charged: u6
     });
 }
 
-/// The refusal the line names, and how many other refusals were in the window.
-fn culprit() -> Option<(Refusal, usize)> {
+/// Set by [`abort_if_unwinding`] just before it aborts: the line then names the latest refusal
+/// (the one that ended the panic), not the largest, which may be an earlier `try_reserve` the
+/// program met gracefully before it panicked.
+static ABORTED_WHILE_UNWINDING: AtomicBool = AtomicBool::new(false);
+
+/// The refusal the line names (the largest in the window, or the latest when `latest`), and how
+/// many other refusals were in the window.
+fn culprit(latest: bool) -> Option<(Refusal, usize)> {
     let now = now_nanos();
     RECENT
         .try_with(|r| {
@@ -105,9 +111,12 @@ fn culprit() -> Option<(Refusal, usize)> {
                 .map(Cell::get)
                 .filter(|f| f.when != 0 && now.saturating_sub(f.when) <= WINDOW_NANOS);
             let count = recent.clone().count();
-            recent
-                .max_by_key(|f| (f.requested, f.when))
-                .map(|f| (f, count - 1))
+            let named = if latest {
+                recent.max_by_key(|f| f.when)
+            } else {
+                recent.max_by_key(|f| (f.requested, f.when))
+            };
+            named.map(|f| (f, count - 1))
         })
         .ok()
         .flatten()
@@ -138,7 +147,8 @@ pub(crate) fn install() {
 }
 
 extern "C" fn on_abort(_signal: libc::c_int) {
-    if let Some((r, others)) = culprit() {
+    let latest = ABORTED_WHILE_UNWINDING.load(Relaxed);
+    if let Some((r, others)) = culprit(latest) {
         let mut line = Line::new();
         line.push(b"memgov: allocation of ");
         line.number(r.requested);
@@ -157,7 +167,15 @@ extern "C" fn on_abort(_signal: libc::c_int) {
         line.push(b" bytes live, ");
         line.number(r.charged);
         line.push(b" charged");
-        if others > 0 {
+        if latest {
+            line.push(b" (refused while the thread was panicking");
+            if others > 0 {
+                line.push(b"; the last of ");
+                line.number(others as u64 + 1);
+                line.push(b" refusals on this thread just before the abort");
+            }
+            line.push(b")");
+        } else if others > 0 {
             line.push(b" (and ");
             line.number(others as u64);
             line.push(b" smaller refusals on this thread just before the abort)");
@@ -191,6 +209,7 @@ pub(crate) fn abort_if_unwinding() {
     );
     line.push(b"allocation-error hook would wait for the backtrace lock the panic holds\n");
     line.write_stderr();
+    ABORTED_WHILE_UNWINDING.store(true, Relaxed);
     // SAFETY: abort has no preconditions; it ends the process.
     unsafe { libc::abort() }
 }
@@ -241,6 +260,16 @@ impl Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_names_the_largest_refusal_or_the_latest() {
+        remember(0, true, 1 << 20, 1 << 20, 65536);
+        remember(0, true, 1 << 20, 1 << 20, 160);
+        let (largest, others) = culprit(false).unwrap();
+        assert_eq!((largest.requested, others), (65536, 1));
+        let (last, others) = culprit(true).unwrap();
+        assert_eq!((last.requested, others), (160, 1));
+    }
 
     #[test]
     fn numbers_are_written_in_decimal() {
