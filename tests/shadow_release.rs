@@ -306,3 +306,21 @@ fn purges_by_jemallocs_background_threads_reach_the_tables() {
         "no background purge reached the listener in 10 s"
     );
 }
+
+#[test]
+#[serial]
+fn wrapping_arenas_allocates_nothing() {
+    // A new thread takes an arena of its own if one is left, for the sweep to wrap.
+    free(allocate("shadow-sweep", 1));
+    std::thread::spawn(|| free(allocate("shadow-sweep", 100)))
+        .join()
+        .unwrap();
+    let wrapped = {
+        let _scope = memgov::component_scope("shadow-sweep-itself");
+        memgov::jemalloc::hook_arenas().unwrap()
+    };
+    // The sweep reaches jemalloc's controls by MIB: no name to format, nothing allocated (so the
+    // figures can look for new arenas even at a hard limit).
+    let s = memgov::component_stats("shadow-sweep-itself").unwrap();
+    assert_eq!(s.alloc_count, 0, "{s:?} (wrapped {wrapped} arenas)");
+}

@@ -183,7 +183,17 @@ impl ComponentId {
 /// ```
 pub fn component_stats(name: &str) -> Option<ComponentStats> {
     crate::config::ensure_init();
+    look_for_new_arenas();
     registry::lookup_component(name).map(ComponentId::stats)
+}
+
+/// Off the allocation path, on a reader's thread: a chance to wrap the extent hooks of jemalloc
+/// arenas made since the last look, so that the shadow tables follow their purges. At most one
+/// look a second across the process; a look does not allocate.
+#[inline]
+fn look_for_new_arenas() {
+    #[cfg(feature = "jemalloc")]
+    crate::tag::shadow::hook_inner_arenas(std::time::Duration::from_secs(1));
 }
 
 /// Live bytes of the whole process (shared counter plus every thread's pending delta). Never
@@ -215,6 +225,7 @@ pub(crate) fn component_live_bytes(comp: ComponentId) -> u64 {
 /// ```
 pub fn global_stats() -> GlobalStats {
     crate::config::ensure_init();
+    look_for_new_arenas();
     let d = counters::consistent(|| merge(counters::global().load(), thread::pending(None)));
     let (threads, thread_blocks) = thread::block_counts();
     GlobalStats {
@@ -245,10 +256,6 @@ pub fn global_stats() -> GlobalStats {
 /// The snapshot's own `Vec` is allocated in the caller's current component.
 pub fn snapshot() -> Snapshot {
     crate::config::ensure_init();
-    // Off the allocation path: a chance to wrap jemalloc arenas made since the last look, so that
-    // the shadow tables follow their purges (at most once a second).
-    #[cfg(feature = "jemalloc")]
-    crate::tag::shadow::hook_inner_arenas(std::time::Duration::from_secs(1));
     let components: Vec<ComponentStats> = registry::all().map(ComponentId::stats).collect();
     let mut global = global_stats();
     // The process-wide peak is at least any one component's peak (the others are never negative);

@@ -508,13 +508,13 @@ pub(crate) mod shadow {
         }
     }
 
-    /// Off the allocation path: wraps the extent hooks of jemalloc's arenas not wrapped yet, so
-    /// that their purges reach [`release`]. Nothing to do until the tables exist (only a
-    /// governor over jemalloc makes them). A failure is counted by alloc-jemalloc
-    /// (`extent_hook_stats().failures`); the tables then keep those pages, as before.
+    /// Off the allocation path (it takes jemalloc's control lock): wraps the extent hooks of
+    /// jemalloc's arenas not wrapped yet, so that their purges reach [`release`]. Nothing to do
+    /// until the tables exist (only a governor over jemalloc makes them). A failure is counted
+    /// by alloc-jemalloc (`extent_hook_stats().failures`); the tables then keep those pages.
     ///
-    /// At most one look per `every` (a look costs a few `mallctl`s per arena); a caller that
-    /// finds another look running or recent returns at once.
+    /// At most one look per `every` (a look costs a few `mallctl`s per arena, and allocates
+    /// nothing); a caller that finds another look running or recent returns at once.
     #[cfg(feature = "jemalloc")]
     pub(crate) fn hook_inner_arenas(every: std::time::Duration) {
         use std::sync::atomic::AtomicU64;

@@ -8,11 +8,12 @@
 //! freed exact-class blocks under 1 KiB).
 //!
 //! The listener is set with [`set_pages_released_listener`], an atomic store that may run
-//! anywhere, even on the allocation path. Wrapping an arena's hooks is a `mallctl`, so it runs off
-//! that path, in [`hook_arenas`], which [`purge_all`](crate::purge_all),
-//! [`decay_all`](crate::decay_all) and [`compact`](crate::compact) call before they purge (and
-//! memgov's monitor and `init` call too). Arenas jemalloc creates later are wrapped by the next
-//! such call; purges in an arena before it is wrapped are not heard.
+//! anywhere, even on the allocation path. Wrapping an arena's hooks takes jemalloc's control lock,
+//! so it runs off that path, in [`hook_arenas`] (which allocates nothing), called by
+//! [`purge_all`](crate::purge_all), [`decay_all`](crate::decay_all) and
+//! [`compact`](crate::compact) before they purge, and by memgov's monitor and its statistics
+//! readers. Arenas jemalloc creates later are wrapped by the next such call; purges in an arena
+//! before it is wrapped are not heard.
 //!
 //! Each wrapper forwards every hook to the hooks the arena had (jemalloc's defaults, or a
 //! program's own), with the same arguments, and reports a range after the forwarded call
@@ -27,7 +28,8 @@
 //! assert!(alloc_jemalloc::extent_hook_stats().arenas_hooked >= newly_wrapped);
 //! ```
 
-use crate::{ctl, raw, CtlError};
+use crate::raw::Mib;
+use crate::CtlError;
 use libc::{c_uint, c_void};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -130,7 +132,10 @@ static INSTALL: Mutex<()> = Mutex::new(());
 
 /// Wraps the hooks of every initialised arena not wrapped yet, so that the listener hears of
 /// its purges; returns how many arenas it wrapped now. Does nothing while no listener is set.
-/// Calls `mallctl` (which may allocate and lock): never call it from an allocator.
+///
+/// It reaches the controls by MIB and takes a lock of its own, so it does not allocate (except
+/// to build an error): callable wherever a program may block briefly, but never from an
+/// allocator (jemalloc's control lock).
 ///
 /// # Errors
 /// [`CtlError`] when a control fails; arenas wrapped before the failure stay wrapped.
@@ -146,14 +151,20 @@ pub fn hook_arenas() -> Result<u32, CtlError> {
 
 /// [`hook_arenas`]'s work, under [`INSTALL`].
 fn hook_arenas_locked() -> Result<u32, CtlError> {
+    let narenas = Mib::new(c"arenas.narenas")?;
+    let initialized = Mib::new(c"arena.0.initialized")?;
+    let hooks = Mib::new(c"arena.0.extent_hooks")?;
+    // SAFETY: `arenas.narenas` is an unsigned.
+    let count = unsafe { narenas.read::<u32>() }?;
     let mut wrapped = 0;
-    for i in 0..ctl::arena_count()? {
-        if !ctl::arena_initialized(i)? {
+    for i in 0..count as usize {
+        // SAFETY: `arena.<i>.initialized` is a bool.
+        if !unsafe { initialized.with_index(1, i).read::<bool>() }? {
             continue;
         }
-        let name = format!("arena.{i}.extent_hooks");
+        let arena = hooks.with_index(1, i);
         // SAFETY: `arena.<i>.extent_hooks` is an `extent_hooks_t *`.
-        let current = unsafe { raw::read::<*mut extent_hooks_t>(&name) }?;
+        let current = unsafe { arena.read::<*mut extent_hooks_t>() }?;
         if current.is_null() || is_wrapper(current) {
             continue;
         }
@@ -162,12 +173,12 @@ fn hook_arenas_locked() -> Result<u32, CtlError> {
             continue;
         };
         // SAFETY: as above; the wrapper is a static, so it outlives every arena.
-        let replaced = unsafe { raw::exchange::<*mut extent_hooks_t>(&name, wrapper) }?;
+        let replaced = unsafe { arena.exchange(wrapper) }?;
         if replaced != current {
             // Someone changed the arena's hooks between the read and the write: put theirs back
             // and leave the arena to the next call.
             // SAFETY: as above.
-            unsafe { raw::write::<*mut extent_hooks_t>(&name, replaced) }?;
+            unsafe { arena.exchange(replaced) }?;
             continue;
         }
         wrapped += 1;

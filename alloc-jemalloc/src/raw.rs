@@ -62,30 +62,121 @@ pub unsafe fn write<T: Copy>(name: &str, mut value: T) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// Writes `value` to the control `name` and returns the value it replaces, in one call.
+/// The most components a [`Mib`] holds (jemalloc's deepest names have 6).
+const MIB_MAX: usize = 8;
+
+/// A control's name translated once into jemalloc's numeric form (a MIB), so that reading and
+/// writing it again neither parses a name nor allocates (what [`read()`] and [`write()`] do, to make a
+/// C string). `arena.<i>.…` controls take the arena's index with [`Mib::with_index`].
 ///
-/// # Safety
-/// `T` is the type jemalloc documents for `name`.
-pub unsafe fn exchange<T: Copy>(name: &str, mut value: T) -> Result<T, CtlError> {
-    let c = c_name(name)?;
-    let mut old = MaybeUninit::<T>::uninit();
-    let mut len = size_of::<T>();
-    // SAFETY: `old` has room for `len` bytes and jemalloc writes exactly that many on success;
-    // `value` is a live `T` that jemalloc only reads; the caller vouches for the type.
-    let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c.as_ptr(),
-            old.as_mut_ptr().cast(),
-            &mut len,
-            (&mut value as *mut T).cast(),
-            size_of::<T>(),
-        )
-    };
-    if rc != 0 {
-        return Err(CtlError::new(name, rc));
+/// ```
+/// use alloc_jemalloc::raw::Mib;
+/// let narenas = Mib::new(c"arenas.narenas").unwrap();
+/// // SAFETY: `arenas.narenas` is an unsigned.
+/// let n = unsafe { narenas.read::<u32>() }.unwrap();
+/// let initialized = Mib::new(c"arena.0.initialized").unwrap();
+/// // SAFETY: `arena.<i>.initialized` is a bool; arena 0 always exists.
+/// assert!(unsafe { initialized.with_index(1, 0).read::<bool>() }.unwrap());
+/// assert!(n >= 1);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Mib {
+    parts: [usize; MIB_MAX],
+    len: usize,
+    /// The name it was made from, for errors (an index set later is not in it).
+    name: &'static str,
+}
+
+impl Mib {
+    /// Translates `name`.
+    ///
+    /// # Errors
+    /// [`CtlError`] when jemalloc knows no such control.
+    pub fn new(name: &'static std::ffi::CStr) -> Result<Mib, CtlError> {
+        let text = name.to_str().unwrap_or("(not UTF-8)");
+        let mut parts = [0usize; MIB_MAX];
+        let mut len = MIB_MAX;
+        // SAFETY: `name` is NUL-terminated; `parts` has room for `len` components, and jemalloc
+        // writes at most that many, setting `len` to how many it wrote.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctlnametomib(name.as_ptr(), parts.as_mut_ptr(), &mut len)
+        };
+        if rc != 0 {
+            return Err(CtlError::new(text, rc));
+        }
+        Ok(Mib {
+            parts,
+            len,
+            name: text,
+        })
     }
-    // SAFETY: mallctl succeeded, so it wrote a whole `T`.
-    Ok(unsafe { old.assume_init() })
+
+    /// The same control with component `at` (from 0: in `arena.<i>.purge` the `<i>` is 1) set to
+    /// `index`. An `at` beyond the name's components changes nothing.
+    pub fn with_index(mut self, at: usize, index: usize) -> Mib {
+        if at < self.len {
+            if let Some(part) = self.parts.get_mut(at) {
+                *part = index;
+            }
+        }
+        self
+    }
+
+    /// Reads the control, writing `new` in the same call if given.
+    ///
+    /// # Safety
+    /// `T` is the type jemalloc documents for the control.
+    unsafe fn call<T: Copy>(&self, new: Option<T>) -> Result<T, CtlError> {
+        let mut old = MaybeUninit::<T>::uninit();
+        let mut old_len = size_of::<T>();
+        let mut new = new;
+        let (new_ptr, new_len) = match new.as_mut() {
+            Some(v) => ((v as *mut T).cast(), size_of::<T>()),
+            None => (ptr::null_mut(), 0),
+        };
+        // SAFETY: `parts[..len]` is the MIB jemalloc made; `old` has room for `old_len` bytes
+        // and jemalloc writes exactly that many on success; `new`, if any, is a live `T` it only
+        // reads; the caller vouches for the type.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctlbymib(
+                self.parts.as_ptr(),
+                self.len,
+                old.as_mut_ptr().cast(),
+                &mut old_len,
+                new_ptr,
+                new_len,
+            )
+        };
+        if rc != 0 {
+            return Err(CtlError::new(self.name, rc));
+        }
+        // SAFETY: mallctlbymib succeeded, so it wrote a whole `T`.
+        Ok(unsafe { old.assume_init() })
+    }
+
+    /// Reads the control.
+    ///
+    /// # Safety
+    /// `T` is the type jemalloc documents for the control.
+    ///
+    /// # Errors
+    /// [`CtlError`] when jemalloc refuses.
+    pub unsafe fn read<T: Copy>(&self) -> Result<T, CtlError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.call(None) }
+    }
+
+    /// Writes `value` and returns the value it replaces, in one call.
+    ///
+    /// # Safety
+    /// `T` is the type jemalloc documents for the control.
+    ///
+    /// # Errors
+    /// [`CtlError`] when jemalloc refuses.
+    pub unsafe fn exchange<T: Copy>(&self, value: T) -> Result<T, CtlError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.call(Some(value)) }
+    }
 }
 
 /// Runs the void control `name` (all arguments null).
