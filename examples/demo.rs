@@ -158,4 +158,6 @@ fn main() {
         report.len(),
         sessions.len()
     );
+    // The health report: pressure, fragmentation, the biggest components, and what to do.
+    println!("\nhealth:\n{}", memgov::stats::health());
 }
