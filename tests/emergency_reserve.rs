@@ -377,6 +377,28 @@ fn the_http_endpoint_answers_at_the_process_hard_limit() {
     drop(kept);
 }
 
+/// At the limit, on a thread without the reserve: the figures that allocate nothing can be read
+/// (had one allocated, the process would have aborted here), and `try_snapshot` reports its
+/// refused `Vec` instead of aborting as `snapshot` would.
+fn the_figures_can_be_read_at_the_limit_without_the_reserve() {
+    let restore = Restore;
+    let hard = limit_with_room(MIB, 16 * MIB);
+    let held = fill_to_the_limit();
+    let global = memgov::global_stats();
+    let unscoped = memgov::component_stats("unscoped");
+    let process = budget_stats(Scope::Process);
+    let refused = memgov::try_snapshot().is_err();
+    drop(held);
+    let after = memgov::try_snapshot();
+    drop(restore);
+    assert!(refused, "a snapshot's Vec was granted at the limit");
+    assert!(global.live_bytes >= 14 * MIB, "{global:?}");
+    assert!(unscoped.is_some_and(|u| u.live_bytes >= 14 * MIB));
+    assert!(process.charged_bytes <= hard, "{process:?}");
+    let after = after.expect("a snapshot once the memory is let go");
+    assert!(after.component("unscoped").is_some());
+}
+
 /// What the child process of [`a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds`]
 /// does: set a hard limit and nothing else (no monitor, no callback), fill the process to it,
 /// then panic under `catch_unwind` with the default panic hook. Exits 0 when the panic was caught
@@ -526,6 +548,7 @@ fn main() {
     let mut all: Vec<cases::Case> = scenarios![
         a_hard_limit_alone_holds_the_reserve_and_a_panic_at_it_unwinds,
         a_panic_at_the_limit_that_wants_a_backtrace_aborts_instead_of_hanging,
+        the_figures_can_be_read_at_the_limit_without_the_reserve,
         a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve,
         what_a_callback_draws_and_frees_goes_back_into_the_reserve,
         other_threads_get_the_hard_limit_less_the_reserve,

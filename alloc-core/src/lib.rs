@@ -99,8 +99,8 @@ pub use scope::{
     InComponent, ScopeError, ScopeGuard, Scoped,
 };
 pub use stats::{
-    component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, ComponentStats,
-    GlobalStats, Snapshot,
+    component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, try_snapshot,
+    ComponentStats, GlobalStats, Snapshot,
 };
 pub use tag::{tag_shift, SizeClasses, SMALL_LIMIT, TAG_BYTES};
 

@@ -257,6 +257,36 @@ pub fn global_stats() -> GlobalStats {
 pub fn snapshot() -> Snapshot {
     crate::config::ensure_init();
     let components: Vec<ComponentStats> = registry::all().map(ComponentId::stats).collect();
+    assemble(components)
+}
+
+/// [`snapshot`] that reports a refused allocation instead of aborting: at a hard limit (the
+/// process's, or the caller's component's) the snapshot's `Vec` may be refused, and the
+/// infallible [`snapshot`] would then end the process. Reading the other figures
+/// ([`global_stats`], [`component_stats`], [`budget_stats`](crate::budget_stats)) allocates
+/// nothing once memgov has read its environment (the first memgov call does). (Memgov's own
+/// readers, the monitor and the HTTP endpoint, draw on the emergency reserve instead.)
+///
+/// # Errors
+/// The `TryReserveError` of the refused `Vec`.
+///
+/// ```
+/// let snap = alloc_core::try_snapshot().expect("no limit refuses this");
+/// assert!(snap.component("unscoped").is_some());
+/// ```
+pub fn try_snapshot() -> Result<Snapshot, std::collections::TryReserveError> {
+    crate::config::ensure_init();
+    let count = registry::registered_components();
+    let mut components = Vec::new();
+    components.try_reserve_exact(count)?;
+    // A name registered meanwhile waits for the next snapshot: pushing past the capacity could
+    // reallocate, infallibly.
+    components.extend(registry::all().take(count).map(ComponentId::stats));
+    Ok(assemble(components))
+}
+
+/// A [`Snapshot`] of `components` and the global figures read now.
+fn assemble(components: Vec<ComponentStats>) -> Snapshot {
     let mut global = global_stats();
     // The process-wide peak is at least any one component's peak (the others are never negative);
     // batching can hide that when the peaks were assembled from different threads' batches.
