@@ -67,7 +67,8 @@ pub struct EmergencyReserveStats {
 
 /// Sets how many bytes of the process's hard limit are kept for the threads that react to
 /// pressure (default [`DEFAULT_EMERGENCY_RESERVE`]; 0 turns the reserve off; at most an eighth of
-/// the hard limit is held whatever the setting). The monitor applies it at its next round. Also
+/// the hard limit is held whatever the setting). The monitor applies it at its next round (and
+/// is started, if it is not running, while the process has a hard limit). Also
 /// `MEMGOV_EMERGENCY_RESERVE`.
 ///
 /// Size it for what the pressure callbacks, the periodic tasks and a request to the HTTP endpoint
