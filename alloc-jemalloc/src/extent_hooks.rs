@@ -273,27 +273,6 @@ unsafe extern "C" fn alloc(
     }
 }
 
-unsafe extern "C" fn dalloc(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    committed: bool,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    let failed = unsafe {
-        let o = original(hooks);
-        match (*o).dalloc {
-            Some(f) => f(o, addr, size, committed, arena),
-            None => true,
-        }
-    };
-    if !failed {
-        released(addr, size);
-    }
-    failed
-}
-
 unsafe extern "C" fn destroy(
     hooks: *mut extent_hooks_t,
     addr: *mut c_void,
@@ -311,96 +290,43 @@ unsafe extern "C" fn destroy(
     released(addr, size);
 }
 
-/// A hook over `[addr + offset, addr + offset + length)`: commit, decommit and the purges.
-type RangeHook =
-    unsafe extern "C" fn(*mut extent_hooks_t, *mut c_void, usize, usize, usize, c_uint) -> bool;
-
-/// Forwards a [`RangeHook`] (absent: failure, as jemalloc reads an absent hook) and, where
-/// `gives_back` and it succeeded, reports the range as released.
-///
-/// # Safety
-/// As for the hook: `o` is the wrapped table and the rest are jemalloc's arguments.
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_range(
-    hook: Option<RangeHook>,
-    gives_back: bool,
-    o: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    offset: usize,
-    length: usize,
-    arena: c_uint,
-) -> bool {
-    let failed = match hook {
-        // SAFETY: forwarded from the caller.
-        Some(f) => unsafe { f(o, addr, size, offset, length, arena) },
-        None => true,
-    };
-    if gives_back && !failed {
-        released(addr.cast::<u8>().wrapping_add(offset).cast(), length);
-    }
-    failed
-}
-
-/// The range hooks: each forwards to the wrapped table's hook of the same name; those marked
-/// `true` give their range back when they succeed.
-macro_rules! range_hooks {
-    ($($hook:ident: $gives_back:expr),*) => {$(
+/// The hooks that return a success flag: each calls the wrapped table's hook of the same name
+/// with the same arguments (an absent one fails, as jemalloc reads an absent hook), and those
+/// marked `releases` report their range to the listener when they succeed.
+macro_rules! forwarded_hooks {
+    ($($hook:ident($($arg:ident: $ty:ty),*) $(releases $start:expr, $len:expr)?;)*) => {$(
         unsafe extern "C" fn $hook(
             hooks: *mut extent_hooks_t,
-            addr: *mut c_void,
-            size: usize,
-            offset: usize,
-            length: usize,
+            $($arg: $ty,)*
             arena: c_uint,
         ) -> bool {
             // SAFETY: as in `alloc`.
-            unsafe {
+            let failed = unsafe {
                 let o = original(hooks);
-                forward_range((*o).$hook, $gives_back, o, addr, size, offset, length, arena)
-            }
+                match (*o).$hook {
+                    Some(f) => f(o, $($arg,)* arena),
+                    None => true,
+                }
+            };
+            $(if !failed {
+                released($start, $len);
+            })?
+            failed
         }
     )*};
 }
 
-range_hooks!(commit: false, decommit: true, purge_lazy: true, purge_forced: true);
-
-unsafe extern "C" fn split(
-    hooks: *mut extent_hooks_t,
-    addr: *mut c_void,
-    size: usize,
-    size_a: usize,
-    size_b: usize,
-    committed: bool,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        match (*o).split {
-            Some(f) => f(o, addr, size, size_a, size_b, committed, arena),
-            None => true,
-        }
-    }
-}
-
-unsafe extern "C" fn merge(
-    hooks: *mut extent_hooks_t,
-    addr_a: *mut c_void,
-    size_a: usize,
-    addr_b: *mut c_void,
-    size_b: usize,
-    committed: bool,
-    arena: c_uint,
-) -> bool {
-    // SAFETY: as in `alloc`.
-    unsafe {
-        let o = original(hooks);
-        match (*o).merge {
-            Some(f) => f(o, addr_a, size_a, addr_b, size_b, committed, arena),
-            None => true,
-        }
-    }
+forwarded_hooks! {
+    dalloc(addr: *mut c_void, size: usize, committed: bool) releases addr, size;
+    commit(addr: *mut c_void, size: usize, offset: usize, length: usize);
+    decommit(addr: *mut c_void, size: usize, offset: usize, length: usize)
+        releases addr.cast::<u8>().wrapping_add(offset).cast(), length;
+    purge_lazy(addr: *mut c_void, size: usize, offset: usize, length: usize)
+        releases addr.cast::<u8>().wrapping_add(offset).cast(), length;
+    purge_forced(addr: *mut c_void, size: usize, offset: usize, length: usize)
+        releases addr.cast::<u8>().wrapping_add(offset).cast(), length;
+    split(addr: *mut c_void, size: usize, size_a: usize, size_b: usize, committed: bool);
+    merge(addr_a: *mut c_void, size_a: usize, addr_b: *mut c_void, size_b: usize, committed: bool);
 }
 
 #[cfg(test)]
