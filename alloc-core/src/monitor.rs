@@ -1,7 +1,8 @@
 //! The monitor thread: runs pressure callbacks and periodic maintenance tasks, off the allocation
 //! path.
 //!
-//! It starts on the first [`on_pressure`] / [`every`] registration, or on [`start_monitor`]. It
+//! It starts on the first [`on_pressure`] / [`every`] registration, on a process hard limit (to
+//! hold the emergency reserve), or on [`start_monitor`]. It
 //! sleeps until the allocation path pushes a level change (and wakes it), or until the sampling
 //! interval passes (default 100 ms, [`set_monitor_interval`]); then it re-evaluates every budget,
 //! delivers the level changes to the callbacks in order, and runs the tasks that are due. A
