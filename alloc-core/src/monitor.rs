@@ -3,8 +3,9 @@
 //!
 //! It starts on the first [`on_pressure`] / [`every`] registration, on a process hard limit (to
 //! hold the emergency reserve), or on [`start_monitor`]. It sleeps until the allocation path
-//! pushes a level change (and wakes it), or until the sampling interval passes (default 100 ms, [`set_monitor_interval`]); then it re-evaluates every budget,
-//! delivers the level changes to the callbacks in order, and runs the tasks that are due. A
+//! pushes a level change (and wakes it), or until the sampling interval passes (default 100 ms,
+//! [`set_monitor_interval`]); then it re-evaluates every budget, delivers the level changes to the
+//! callbacks in order, and runs the tasks that are due. A
 //! callback or task that panics is caught and counted ([`monitor_stats`]); the monitor goes on. The
 //! monitor's own allocations, the callbacks' and tasks' included, are tagged with the component
 //! `"memgov"`. Callbacks do not run inside the component whose event they handle: that component
