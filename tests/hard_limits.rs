@@ -488,3 +488,59 @@ fn live_bytes_read_while_a_thread_churns_never_pass_its_hard_limit() {
         "a reader saw {max_seen} live bytes; the truth never passed 32768 and the limit is {HARD}"
     );
 }
+
+/// A thread that panics inside a component at its hard limit: the panic's own allocations (its
+/// message, the hook's output, a backtrace where `RUST_BACKTRACE` asks for one) go to
+/// "unscoped" instead of being refused, so the panic unwinds to `catch_unwind` with its message.
+/// The component's limit is never passed, and every byte is credited back where it was counted.
+/// (Before, the refused message aborted the process: "memory allocation of N bytes failed".)
+#[test]
+#[serial]
+fn a_panic_inside_a_component_at_its_hard_limit_unwinds() {
+    const HARD: u64 = 256 * KIB as u64;
+    let name = "hl-panicking";
+    memgov::set_budget(name, Limits::hard(HARD)).unwrap();
+    let blocks = in_component(name, || {
+        let mut blocks = Vec::new();
+        while let Some(b) = try_block(4 * KIB) {
+            blocks.push(b);
+        }
+        while let Some(b) = try_block(16) {
+            blocks.push(b);
+        }
+        blocks
+    });
+    let comp = memgov::component(name);
+    let charged = budget_stats(Scope::Component(comp)).charged_bytes;
+    let caught = std::panic::catch_unwind(|| {
+        let _scope = memgov::component_scope(name);
+        panic!(
+            "expected: a panic at the component's hard limit ({} blocks)",
+            blocks.len()
+        );
+    });
+    let after = budget_stats(Scope::Component(comp));
+    let message = caught
+        .err()
+        .and_then(|p| p.downcast::<String>().ok())
+        .map(|m| *m);
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            format!(
+                "expected: a panic at the component's hard limit ({} blocks)",
+                blocks.len()
+            )
+            .as_str()
+        )
+    );
+    assert!(
+        charged > HARD - 1024,
+        "the component was not at its limit: {charged}"
+    );
+    assert!(after.charged_bytes <= HARD, "{after:?}");
+    drop(blocks);
+    memgov::flush_thread();
+    assert_exact(name, 0);
+    memgov::set_budget(name, Limits::NONE).unwrap();
+}

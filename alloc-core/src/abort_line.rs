@@ -186,9 +186,10 @@ extern "C" fn on_abort(_signal: libc::c_int) {
     // SA_RESETHAND restored the default action: abort() raises SIGABRT again and the process ends.
 }
 
-/// Called where the allocation path refuses memory to the calling thread (a process or component
-/// hard limit, past the emergency reserve): if the thread is panicking, aborts the process now,
-/// after one line on stderr (the SIGABRT handler adds the usual line with the figures).
+/// Called where the allocation path refuses memory to the calling thread for good (the process's
+/// hard limit past the emergency reserve, or a component's when "unscoped" refuses too, or a
+/// realloc's growth): if the thread is panicking, aborts the process now, after one line on
+/// stderr (the SIGABRT handler adds the usual line with the figures).
 ///
 /// Returning null there would hand the failure to std's allocation-error hook, which takes the
 /// lock std's panic hook holds while it prints a panic's message and backtrace. When the refusal

@@ -1,7 +1,8 @@
 //! [`Governor`], the one `GlobalAlloc` implementation.
 
+use crate::abort_line;
 use crate::histogram;
-use crate::registry::CAPACITY;
+use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::{self, Place, SizeClasses};
 use crate::thread::{self, Op, ThreadState};
 use std::alloc::{GlobalAlloc, Layout};
@@ -164,6 +165,26 @@ fn admit(st: St, comp: u16, size: usize) -> bool {
     }
 }
 
+/// Where a new block goes when a hard limit refused it to `comp` on the calling thread: nowhere
+/// (`None`, the caller returns null) unless the thread is panicking. Then a component's limit
+/// sends the block to "unscoped" instead (charged and tagged there, so every limit still holds
+/// and the free is credited where the bytes were counted), so that the panic can box its message
+/// and unwind; and when that is refused too (the process's limit, past the emergency reserve),
+/// the process aborts at once ([`abort_line::abort_if_unwinding`]).
+#[cold]
+#[inline(never)]
+fn admit_while_unwinding(st: St, comp: u16, size: usize) -> Option<u16> {
+    if !std::thread::panicking() {
+        return None;
+    }
+    let unscoped = ComponentId::UNSCOPED.0;
+    if comp != unscoped && admit(st, unscoped, size) {
+        return Some(unscoped);
+    }
+    abort_line::abort_if_unwinding();
+    None
+}
+
 #[inline(always)]
 fn refund(st: St, comp: u16, size: usize) {
     match st {
@@ -311,9 +332,12 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         }
         let place = tag::place(&self.inner, size, align);
         let st = thread::state();
-        let comp = current(st);
+        let mut comp = current(st);
         if !admit(st, comp, size) {
-            return ptr::null_mut();
+            match admit_while_unwinding(st, comp, size) {
+                Some(fallback) => comp = fallback,
+                None => return ptr::null_mut(),
+            }
         }
         // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
         // since every class has slack over zero bytes).
@@ -399,6 +423,8 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
             None => (current(st), new_size),
         };
         if charged > 0 && !admit(st, comp, charged) {
+            // Growth stays in the block's component; a panicking thread refused here aborts.
+            abort_line::abort_if_unwinding();
             return ptr::null_mut();
         }
         let new_inner = new_size + new_place.extra();

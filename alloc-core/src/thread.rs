@@ -25,7 +25,6 @@
 //! after that (or before the block exists, or while it is being set up) go straight to the shared
 //! counters and charge budgets exactly.
 
-use crate::abort_line;
 use crate::budget::{self, Scope, CREDIT_CHUNK, MAX_CREDIT};
 use crate::counters::{self, Delta};
 use crate::emergency_reserve;
@@ -288,7 +287,6 @@ impl Block {
         let chunk = if strict { 0 } else { CREDIT_CHUNK };
         let Ok(size) = i64::try_from(size) else {
             budget::refused(comp, false, size);
-            abort_line::abort_if_unwinding();
             return false;
         };
         self.list(comp);
@@ -301,7 +299,6 @@ impl Block {
                 Some(got) => got,
                 None => {
                     budget::refused(comp, false, size as u64);
-                    abort_line::abort_if_unwinding();
                     return false;
                 }
             }
@@ -317,7 +314,6 @@ impl Block {
                 None => {
                     component.uncharge(got_c);
                     budget::refused(comp, true, size as u64);
-                    abort_line::abort_if_unwinding();
                     return false;
                 }
             }
@@ -985,19 +981,16 @@ pub(crate) fn give_credit(comp: u16, bytes: u64) -> bool {
 pub(crate) fn admit_direct(comp: u16, size: u64) -> bool {
     let Ok(bytes) = i64::try_from(size) else {
         budget::refused(comp, false, size);
-        abort_line::abort_if_unwinding();
         return false;
     };
     let component = budget::component_entity(comp);
     if component.charge(bytes, bytes).is_none() {
         budget::refused(comp, false, size);
-        abort_line::abort_if_unwinding();
         return false;
     }
     if budget::process_entity().charge(bytes, bytes).is_none() {
         component.uncharge(bytes);
         budget::refused(comp, true, size);
-        abort_line::abort_if_unwinding();
         return false;
     }
     if budget::ANY_LIMIT.load(Relaxed) {
