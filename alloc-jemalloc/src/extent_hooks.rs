@@ -61,8 +61,9 @@ pub struct ExtentHookStats {
     pub ranges_released: u64,
     /// Bytes in those ranges.
     pub bytes_released: u64,
-    /// Arenas left unwrapped because their hooks were of a kind past the [`WRAPPER_SLOTS`]
-    /// distinct ones this module can wrap.
+    /// Times a sweep left an arena unwrapped because its hooks were of a kind past the
+    /// [`WRAPPER_SLOTS`] distinct ones this module can wrap (each sweep counts such an arena
+    /// again).
     pub arenas_skipped: u32,
     /// Calls of [`hook_arenas`] that failed (a control refused); the purges that call it go on
     /// regardless.
