@@ -109,6 +109,19 @@ fn main() {
     );
 
     println!(
+        "\n   64 MiB of 64-byte blocks (tags in memgov's shadow tables), freed and compacted:"
+    );
+    let small: Vec<Box<[u8; 64]>> = (0..1 << 20).map(|_| Box::new([1u8; 64])).collect();
+    let tables = |when: &str| {
+        let bytes = memgov::shadow_resident_bytes().unwrap_or(0);
+        println!("   tag tables {when:<19} {:>5} KiB", bytes / 1024);
+    };
+    tables("with them live:");
+    drop(small);
+    memgov::jemalloc::compact().unwrap();
+    tables("after compact():");
+
+    println!(
         "\n2. Six threads, 150 MiB batches in arenas of their own, jemalloc told never to purge"
     );
     let soft = base + 300 * MIB;
