@@ -25,8 +25,8 @@
 //! gives back the table pages that describe only that range (jemalloc's arenas report their purges
 //! through extent hooks that alloc-jemalloc wraps; see `alloc_jemalloc::hook_arenas`). The
 //! reservation is advised `MADV_NOHUGEPAGE`, so a sparse write never makes a whole huge page
-//! resident, and its mapping stays apart from its neighbours (`shadow_resident_bytes` reads its
-//! `Rss`).
+//! resident, and `MADV_DONTDUMP`, so core dumps leave it out; either keeps its mapping apart from
+//! its neighbours (`shadow_resident_bytes` reads its `Rss`).
 //!
 //! If the reservation fails (a strict overcommit policy, an address-space limit, a platform other
 //! than 64-bit Linux), exact-class requests use a trailer too and move up one class.
@@ -412,9 +412,14 @@ pub(crate) mod shadow {
             } else {
                 // No transparent huge pages for the tables: with THP set to `always`, one tag
                 // written in an untouched 2 MiB stretch would make all 2 MiB resident, and the
-                // tables are written sparsely. (A failure leaves the system's default.)
+                // tables are written sparsely. And no place in core dumps: tags do not help a
+                // debugger, and a dump would walk all 17 TiB. Either flag also keeps the kernel
+                // from merging the mapping with a neighbour. (A refusal leaves the default.)
                 // SAFETY: advice on our own fresh mapping; it changes no contents.
-                unsafe { libc::madvise(mem, TOTAL, libc::MADV_NOHUGEPAGE) };
+                unsafe {
+                    libc::madvise(mem, TOTAL, libc::MADV_NOHUGEPAGE);
+                    libc::madvise(mem, TOTAL, libc::MADV_DONTDUMP);
+                }
                 mem.cast()
             };
             // SAFETY: sysconf reads a constant of the system; it neither allocates nor locks.
@@ -540,8 +545,8 @@ pub(crate) mod shadow {
     }
 
     /// Resident bytes of the tables: their mapping's `Rss` in `/proc/self/smaps` (the mapping is
-    /// advised MADV_NOHUGEPAGE, which also keeps the kernel from merging it with a neighbour, so
-    /// the figure is the tables' alone). `None` without tables or where `/proc` cannot be read.
+    /// advised MADV_DONTDUMP and MADV_NOHUGEPAGE, which also keep the kernel from merging it with
+    /// a neighbour, so the figure is the tables' alone). `None` without tables or where `/proc` cannot be read.
     /// Reads and parses a `/proc` file: for reports, not for loops.
     pub(crate) fn resident_bytes() -> Option<u64> {
         use std::io::BufRead;
