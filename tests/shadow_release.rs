@@ -44,6 +44,38 @@ fn free(blocks: impl IntoIterator<Item = usize>) {
     }
 }
 
+/// Whether the health report says the shadow tables mostly describe freed memory.
+fn recommends_compacting_the_tables(report: &memgov::stats::HealthReport) -> bool {
+    report
+        .recommendations
+        .iter()
+        .any(|r| r.contains("shadow tag tables hold"))
+}
+
+/// Makes the shadow tables, wraps the arenas that exist, and sets jemalloc's decay to `dirty_ms`
+/// (no muzzy stage) until dropped, when the decay found is restored.
+struct DecayFor(memgov::jemalloc::Decay);
+
+impl DecayFor {
+    fn ms(dirty_ms: isize) -> DecayFor {
+        free(allocate("shadow-decay-setup", 1));
+        memgov::jemalloc::hook_arenas().unwrap();
+        let found = memgov::jemalloc::decay().unwrap();
+        memgov::jemalloc::set_decay(memgov::jemalloc::Decay {
+            dirty_ms,
+            muzzy_ms: 0,
+        })
+        .unwrap();
+        DecayFor(found)
+    }
+}
+
+impl Drop for DecayFor {
+    fn drop(&mut self) {
+        memgov::jemalloc::set_decay(self.0).unwrap();
+    }
+}
+
 fn live(component: &str) -> u64 {
     memgov::component_stats(component).map_or(0, |s| s.live_bytes)
 }
@@ -76,13 +108,7 @@ fn freed_exact_class_blocks_leave_no_table_pages_resident() {
     // Freed, not yet purged: the tables describe mostly freed memory, and the health report
     // says so.
     let report = memgov::stats::health();
-    assert!(
-        report
-            .recommendations
-            .iter()
-            .any(|r| r.contains("shadow tag tables hold")),
-        "{report}"
-    );
+    assert!(recommends_compacting_the_tables(&report), "{report}");
     memgov::jemalloc::compact().unwrap();
     let tables_after = memgov::shadow_resident_bytes().unwrap();
     assert!(
@@ -90,13 +116,7 @@ fn freed_exact_class_blocks_leave_no_table_pages_resident() {
         "tables hold {tables_after} bytes after compact (from {tables_full})"
     );
     let report = memgov::stats::health();
-    assert!(
-        !report
-            .recommendations
-            .iter()
-            .any(|r| r.contains("shadow tag tables hold")),
-        "{report}"
-    );
+    assert!(!recommends_compacting_the_tables(&report), "{report}");
     let after = rss();
     let released = memgov::global_stats().shadow_released_bytes - released_before;
     // Without the release the table's 32 MiB stayed resident here, on top of what jemalloc keeps
@@ -218,14 +238,7 @@ fn purges_inside_frees_reach_the_listener_and_stay_exact() {
     // Make the tables and wrap the arenas that exist, then purge on every free (decay 0): the
     // listener now runs inside jemalloc's free, under the governor's dealloc, while blocks are
     // handed out and freed around it.
-    free(allocate("shadow-decay", 1));
-    memgov::jemalloc::hook_arenas().unwrap();
-    let found = memgov::jemalloc::decay().unwrap();
-    memgov::jemalloc::set_decay(memgov::jemalloc::Decay {
-        dirty_ms: 0,
-        muzzy_ms: 0,
-    })
-    .unwrap();
+    let decay = DecayFor::ms(0);
     let heard_before = memgov::jemalloc::extent_hook_stats().ranges_released;
     for _ in 0..4 {
         let blocks = allocate("shadow-decay", 1 << 18);
@@ -234,7 +247,7 @@ fn purges_inside_frees_reach_the_listener_and_stay_exact() {
         free(again);
     }
     let heard = memgov::jemalloc::extent_hook_stats().ranges_released - heard_before;
-    memgov::jemalloc::set_decay(found).unwrap();
+    drop(decay);
     assert_eq!(live("shadow-decay"), 0);
     assert_eq!(live("shadow-decay-2"), 0);
     // Each emptied slab is purged as soon as it is free. (Such purges are mostly a page or a few:
@@ -282,15 +295,8 @@ fn the_tables_take_no_huge_pages_and_stay_out_of_core_dumps() {
 fn purges_by_jemallocs_background_threads_reach_the_tables() {
     // The tables exist and the arenas are wrapped; then jemalloc's own threads purge what decays
     // (over 1 s) while this thread only waits.
-    free(allocate("shadow-background", 1));
-    memgov::jemalloc::hook_arenas().unwrap();
-    let decay = memgov::jemalloc::decay().unwrap();
+    let decay = DecayFor::ms(1000);
     let background = memgov::jemalloc::background_threads().unwrap();
-    memgov::jemalloc::set_decay(memgov::jemalloc::Decay {
-        dirty_ms: 1000,
-        muzzy_ms: 0,
-    })
-    .unwrap();
     memgov::jemalloc::set_background_threads(true).unwrap();
     free(allocate("shadow-background", 1 << 21));
     memgov::jemalloc::flush_thread_cache().unwrap();
@@ -305,7 +311,7 @@ fn purges_by_jemallocs_background_threads_reach_the_tables() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     memgov::jemalloc::set_background_threads(background).unwrap();
-    memgov::jemalloc::set_decay(decay).unwrap();
+    drop(decay);
     assert_eq!(live("shadow-background"), 0);
     assert!(
         heard > 0,

@@ -14,9 +14,8 @@
 //!
 //! While the process has a hard limit, the monitor (started by the limit if it is not running)
 //! charges up to [`set_emergency_reserve`] bytes to the process budget at the start of every round
-//! and holds them, unspent. When the process's
-//! hard limit refuses an allocation on a thread that uses the reserve, the allocation path takes
-//! what it needs from the reserve instead: the bytes are already charged, so nothing passes the
+//! and holds them, unspent. When the process's hard limit refuses an allocation on a thread that
+//! uses the reserve, the allocation path takes what it needs from the reserve instead: the bytes are already charged, so nothing passes the
 //! limit (`live <= charged <= hard` holds throughout). Process credit such a thread hands back
 //! refills the reserve first, and the next round tops it up from whatever room the limit has. Every other thread can therefore use the hard limit less the
 //! reserve. The reserve never holds more than an eighth of the hard limit, and without a process
@@ -74,6 +73,9 @@ pub struct EmergencyReserveStats {
 /// Size it for what the pressure callbacks, the periodic tasks and a request to the HTTP endpoint
 /// allocate between two monitor rounds: past the reserve, an infallible allocation on those
 /// threads at the hard limit aborts the process like any other.
+///
+/// # Panics
+/// If the monitor thread has to be started and the system refuses a new thread.
 ///
 /// ```
 /// alloc_core::set_emergency_reserve(4 << 20); // callbacks that build large reports
