@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Raw jemalloc or the governor over it, chosen once from `MEMGOV_OVERHEAD_MODE` before the first
+/// Raw jemalloc or the governor over it, chosen once from `OVERHEAD_MODE` before the first
 /// allocation (read with libc::getenv, which does not allocate).
 struct Switch;
 
@@ -25,7 +25,7 @@ fn mode() -> u8 {
         return m;
     }
     // SAFETY: the name is a NUL-terminated literal; getenv returns null or a C string.
-    let v = unsafe { libc::getenv(c"MEMGOV_OVERHEAD_MODE".as_ptr()) };
+    let v = unsafe { libc::getenv(c"OVERHEAD_MODE".as_ptr()) };
     // SAFETY: a non-null result of getenv points at a NUL-terminated string.
     let governed = !v.is_null() && unsafe { *v } == b'g' as libc::c_char;
     let m = if governed { GOVERNED } else { RAW };
@@ -158,8 +158,8 @@ fn child(workload: &str) {
 /// compaction).
 fn run(workload: &str, mode: &str) -> (u64, u64) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("MEMGOV_OVERHEAD_CHILD", workload)
-        .env("MEMGOV_OVERHEAD_MODE", mode)
+        .env("OVERHEAD_CHILD", workload)
+        .env("OVERHEAD_MODE", mode)
         .output()
         .expect("spawn child");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +173,7 @@ fn run(workload: &str, mode: &str) -> (u64, u64) {
 }
 
 fn main() {
-    if let Ok(workload) = std::env::var("MEMGOV_OVERHEAD_CHILD") {
+    if let Ok(workload) = std::env::var("OVERHEAD_CHILD") {
         return child(&workload);
     }
     println!(

@@ -1,6 +1,6 @@
 //! The abort line: when a hard limit refuses an infallible allocation, the process dies by
 //! `SIGABRT` and memgov adds one line to stderr naming who refused, the hard limit and the size
-//! requested. Each case runs in a child process (this binary re-executed with `MEMGOV_ABORT_CASE`
+//! requested. Each case runs in a child process (this binary re-executed with `ABORT_LINE_CASE`
 //! set) so that the parent can watch it die: a component's limit, the process's limit, and a
 //! program with its own `SIGABRT` handler (left alone: no memgov line). A last case checks that a
 //! pressure callback for a component that is full can still allocate.
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const CASE_VAR: &str = "MEMGOV_ABORT_CASE";
+const CASE_VAR: &str = "ABORT_LINE_CASE";
 const MIB: usize = 1024 * 1024;
 
 // ---- The children --------------------------------------------------------------------------

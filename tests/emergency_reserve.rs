@@ -517,7 +517,7 @@ fn run_child(backtrace: &str) -> (Option<std::process::ExitStatus>, String, Stri
 }
 
 /// The variable that makes this binary run a child scenario instead of the cases.
-const CHILD: &str = "MEMGOV_EMERGENCY_RESERVE_CHILD";
+const CHILD: &str = "EMERGENCY_RESERVE_CHILD";
 
 /// Runs one scenario on this thread; its panic (printed by the default hook) fails the case.
 fn in_process(scenario: fn()) -> Result<(), String> {

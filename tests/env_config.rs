@@ -1,6 +1,6 @@
 //! Configuration from the environment, end to end: the `MEMGOV_*` variables are read once per
 //! process, so each scenario runs in a child process (this binary re-executed with
-//! `MEMGOV_ENV_CASE` and the variables set). Good values are applied by `init()`; a malformed
+//! `ENV_CONFIG_CASE` and the variables set). Good values are applied by `init()`; a malformed
 //! variable makes `init()` return `ConfigErrors` naming the variable, its value and what was
 //! expected, nothing from it is applied and the good variables still are; without `init()`, the
 //! first use of the API applies the good variables and prints each error once to stderr.
@@ -19,7 +19,7 @@ use memgov::{Limits, MemorySource, Thresholds};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const CASE_VAR: &str = "MEMGOV_ENV_CASE";
+const CASE_VAR: &str = "ENV_CONFIG_CASE";
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
@@ -135,6 +135,23 @@ fn child_lazy() {
     assert_eq!(errors[0].var, "MEMGOV_LIMIT");
 }
 
+fn child_misspelt() {
+    let errors = memgov::init()
+        .expect_err("MEMGOV_LIMT is not a variable memgov reads")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!((e.var, e.value.as_str()), ("MEMGOV_LIMT", "1GiB"));
+    assert!(e.expected.contains("did you mean MEMGOV_LIMIT?"), "{e}");
+    // Nothing was taken from the misspelt name; the well-spelt ones apply.
+    assert_eq!(memgov::process_limits(), Limits::soft(GIB));
+}
+
+fn child_lazy_misspelt() {
+    // No init(): reading limits is the first use of the API, and prints the line.
+    assert_eq!(memgov::process_limits(), Limits::soft(GIB));
+}
+
 fn child_lazy_read() {
     // No init(): reading limits is the first use of the API.
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
@@ -192,6 +209,8 @@ fn child(case: &str) -> ! {
         "soft-above-hard" => child_soft_above_hard(),
         "lazy" => child_lazy(),
         "lazy-read" => child_lazy_read(),
+        "misspelt" => child_misspelt(),
+        "lazy-misspelt" => child_lazy_misspelt(),
         other => panic!("unknown case {other:?}"),
     }
     std::process::exit(0)
@@ -204,8 +223,10 @@ fn child(case: &str) -> ! {
 fn run_child(case: &str, vars: &[(&str, &str)]) -> Result<String, String> {
     let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
     cmd.env(CASE_VAR, case).stdin(Stdio::null());
-    for var in memgov::VARIABLES {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with(memgov::VARIABLE_PREFIX) {
+            cmd.env_remove(var);
+        }
     }
     cmd.envs(vars.iter().copied());
     let out = cmd
@@ -291,6 +312,25 @@ fn without_init_the_first_api_use_prints_each_error_once() -> Result<(), String>
     }
 }
 
+fn a_misspelt_variable_is_reported_and_the_http_address_is_not() -> Result<(), String> {
+    let vars = [
+        ("MEMGOV_LIMT", "1GiB"),
+        ("MEMGOV_SOFT_LIMIT", "1GiB"),
+        ("MEMGOV_HTTP_ADDR", "127.0.0.1:0"),
+    ];
+    expect_silent(&run_child("misspelt", &vars)?)?;
+    // Without init(), the first use of the API prints it.
+    let stderr = run_child("lazy-misspelt", &vars)?;
+    let prefix = "memgov: ignoring MEMGOV_LIMT=\"1GiB\": expected one of the variables memgov \
+                  reads (did you mean MEMGOV_LIMIT?): MEMGOV_LIMIT, ";
+    match ignoring_lines(&stderr).as_slice() {
+        [line] if line.starts_with(prefix) => Ok(()),
+        _ => Err(format!(
+            "expected one line starting with {prefix:?}; stderr:\n{stderr}"
+        )),
+    }
+}
+
 fn without_init_reading_limits_first_applies_the_environment() -> Result<(), String> {
     let stderr = run_child("lazy-read", &[("MEMGOV_LIMIT", "1GiB")])?;
     expect_silent(&stderr)
@@ -316,7 +356,12 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
     Ok(())
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
+    (
+        "a_misspelt_variable_is_reported_and_the_http_address_is_not",
+        a_misspelt_variable_is_reported_and_the_http_address_is_not,
+        None,
+    ),
     (
         "jemalloc_variables_are_applied_or_reported",
         jemalloc_variables_are_applied_or_reported,

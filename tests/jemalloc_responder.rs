@@ -27,7 +27,7 @@ mod scenario {
     /// How far past the limit resident memory must go without the responder to count as "well
     /// past" (measured here: about 1.5 GiB past, every run).
     pub const WELL_PAST: u64 = 300 * MIB;
-    pub const CASE_VAR: &str = "MEMGOV_RESPONDER_CASE";
+    pub const CASE_VAR: &str = "JEMALLOC_RESPONDER_CASE";
     const WORKERS: usize = 6;
 
     fn rss() -> u64 {

@@ -17,6 +17,10 @@
 //! v1 `memory.limit_in_bytes`, else physical memory. Whitespace around values and list items is
 //! ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
 //!
+//! A variable with the `MEMGOV_` prefix that memgov does not read ([`VARIABLES`] and
+//! [`OTHER_VARIABLES`]) is a misspelling: it is reported as malformed, with the nearest name memgov
+//! reads when one is a few characters away, rather than ignored.
+//!
 //! Every malformed variable is reported with its name, its value and what was expected, and
 //! nothing from it is applied; the others still are (a soft limit above the hard one is reported
 //! against `MEMGOV_SOFT_LIMIT`, and the hard limit alone is applied). [`init`] returns the errors;
@@ -447,6 +451,86 @@ pub const VARIABLES: [&str; 8] = [
     "MEMGOV_BACKGROUND_THREADS",
 ];
 
+/// `MEMGOV_` variables read elsewhere in memgov: the HTTP endpoint's address (alloc-stats, with
+/// its `http` feature). They are not applied by [`init`], but they are not unknown either.
+pub const OTHER_VARIABLES: [&str; 1] = [HTTP_ADDR_VARIABLE];
+
+/// The variable alloc-stats's HTTP endpoint reads its address from.
+pub const HTTP_ADDR_VARIABLE: &str = "MEMGOV_HTTP_ADDR";
+
+/// The prefix every memgov variable has: a variable with it that memgov does not read is a
+/// misspelling, and is reported rather than ignored.
+pub const VARIABLE_PREFIX: &str = "MEMGOV_";
+
+/// What a variable memgov does not read was expected to be: the nearest name memgov reads, when
+/// one is close enough to be a misspelling, and every name.
+fn expected_variable(name: &str) -> String {
+    let all = || VARIABLES.iter().chain(OTHER_VARIABLES.iter()).copied();
+    let list = all().collect::<Vec<_>>().join(", ");
+    // Close enough: a few typed characters apart (MEMGOV_LIMT, MEMGOV_LIMITS, MEMGOV_SOFTLIMIT),
+    // whatever the case.
+    let upper = name.to_ascii_uppercase();
+    let nearest = all()
+        .map(|known| (edit_distance(&upper, known), known))
+        .min()
+        .filter(|&(d, _)| d <= 3);
+    match nearest {
+        Some((_, known)) => {
+            format!("one of the variables memgov reads (did you mean {known}?): {list}")
+        }
+        None => format!("one of the variables memgov reads: {list}"),
+    }
+}
+
+/// Levenshtein distance between two ASCII-ish names, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The error for a `MEMGOV_` variable memgov does not read, `None` for the others (memgov's own,
+/// and variables without the prefix).
+///
+/// ```
+/// let e = alloc_core::unknown_variable("MEMGOV_LIMT", "2GiB").unwrap();
+/// assert_eq!(e.var, "MEMGOV_LIMT");
+/// assert!(e.expected.contains("did you mean MEMGOV_LIMIT?"));
+/// assert!(alloc_core::unknown_variable("MEMGOV_LIMIT", "2GiB").is_none());
+/// assert!(alloc_core::unknown_variable("HOME", "/root").is_none());
+/// ```
+pub fn unknown_variable(name: &str, value: &str) -> Option<ConfigError> {
+    let known = VARIABLES.contains(&name) || OTHER_VARIABLES.contains(&name);
+    if known || !name.starts_with(VARIABLE_PREFIX) {
+        return None;
+    }
+    Some(ConfigError {
+        // Once per misspelt variable in a process (init runs once): the name must outlive it.
+        var: Box::leak(name.to_owned().into_boxed_str()),
+        value: value.to_string(),
+        expected: expected_variable(name),
+    })
+}
+
+/// The errors for every `MEMGOV_` variable in the environment that memgov does not read, in the
+/// environment's order.
+fn unknown_variables() -> Vec<ConfigError> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            unknown_variable(&name.to_string_lossy(), &value.to_string_lossy())
+        })
+        .collect()
+}
+
 /// Wraps what a jemalloc-only variable expects, for builds without jemalloc.
 fn jemalloc_only<T>(parsed: Result<T, String>) -> Result<T, String> {
     if cfg!(feature = "jemalloc") {
@@ -490,7 +574,7 @@ pub fn parse_with(
         "MEMGOV_BACKGROUND_THREADS" => {
             jemalloc_only(parse_switch(value)).map(Setting::BackgroundThreads)
         }
-        _ => Err(format!("one of {}", VARIABLES.join(", "))),
+        _ => Err(expected_variable(var)),
     };
     setting.map_err(|expected| ConfigError {
         var,
@@ -634,6 +718,7 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
             Err(e) => errors.push(e),
         }
     }
+    errors.extend(unknown_variables());
     if process_changed {
         if let Err(e) = budget::store_process(process) {
             // Only a soft limit above the hard one can be refused here (each size was checked
@@ -841,6 +926,52 @@ mod tests {
         );
         let e = parse_with("MEMGOV_NOPE", "1", &mem).unwrap_err();
         assert!(e.expected.contains("MEMGOV_LIMIT"), "{e}");
+        assert!(!e.expected.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_reported_with_the_nearest_name() {
+        for (name, nearest) in [
+            ("MEMGOV_LIMT", "MEMGOV_LIMIT"),
+            ("MEMGOV_LIMITS", "MEMGOV_LIMIT"),
+            ("MEMGOV_SOFTLIMIT", "MEMGOV_SOFT_LIMIT"),
+            ("MEMGOV_BUDGET", "MEMGOV_BUDGETS"),
+            ("MEMGOV_HTTP_ADR", "MEMGOV_HTTP_ADDR"),
+            ("MEMGOV_limit", "MEMGOV_LIMIT"),
+        ] {
+            let e = unknown_variable(name, "2GiB").expect(name);
+            assert_eq!((e.var, e.value.as_str()), (name, "2GiB"));
+            let hint = format!("did you mean {nearest}?");
+            assert!(e.expected.contains(&hint), "{name}: {e}");
+            assert!(e.expected.contains("MEMGOV_BACKGROUND_THREADS"), "{e}");
+        }
+        let e = unknown_variable("MEMGOV_COLOUR", "blue").unwrap();
+        assert!(!e.expected.contains("did you mean"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("MEMGOV_COLOUR=\"blue\": expected one of the variables memgov reads: MEMGOV_LIMIT, "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn memgov_variables_and_other_variables_are_not_unknown() {
+        for name in VARIABLES.iter().chain(OTHER_VARIABLES.iter()) {
+            assert_eq!(unknown_variable(name, "x"), None, "{name}");
+        }
+        for name in ["HOME", "MEMGOV", "memgov_limit", "XMEMGOV_LIMIT", ""] {
+            assert_eq!(unknown_variable(name, "x"), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("MEMGOV_LIMT", "MEMGOV_LIMIT"), 1);
+        assert_eq!(edit_distance("flaw", "lawn"), 2);
     }
 
     fn tree(name: &str, files: &[(&str, &str)]) -> PathBuf {

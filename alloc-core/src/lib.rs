@@ -63,8 +63,8 @@ pub use budget::{
 };
 pub use config::{
     init, parse_budgets, parse_decay, parse_env_var, parse_interval, parse_size, parse_switch,
-    parse_thresholds, parse_with, ConfigError, ConfigErrors, DecaySetting, MemorySource, Setting,
-    VARIABLES,
+    parse_thresholds, parse_with, unknown_variable, ConfigError, ConfigErrors, DecaySetting,
+    MemorySource, Setting, HTTP_ADDR_VARIABLE, OTHER_VARIABLES, VARIABLES, VARIABLE_PREFIX,
 };
 pub use emergency_reserve::{
     emergency_reserve_stats, set_emergency_reserve, use_emergency_reserve, EmergencyReserveStats,

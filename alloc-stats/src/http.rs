@@ -25,7 +25,7 @@ use std::time::Duration;
 /// The default address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 /// The environment variable that sets the address for [`serve_from_env`].
-pub const ADDR_VAR: &str = "MEMGOV_HTTP_ADDR";
+pub const ADDR_VAR: &str = alloc_core::HTTP_ADDR_VARIABLE;
 const MAX_HEAD: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
