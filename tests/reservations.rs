@@ -263,3 +263,26 @@ fn try_with_budget_runs_in_the_component_or_refuses_without_running() {
     drop(held);
     assert_eq!((live(name), charged(name)), (0, 0));
 }
+
+#[test]
+#[serial]
+fn a_refusal_of_a_huge_request_reports_its_shortfall_without_overflowing() {
+    let name = "rs-huge";
+    memgov::set_budget(name, Limits::hard(MIB)).unwrap();
+    let before = failures(name);
+    let held = reserve(name, 10 * KIB).unwrap();
+    // More than any limit can hold: refused, and counted like any other refusal.
+    let e = reserve(name, u64::MAX).unwrap_err();
+    assert_eq!(
+        (e.limit, e.charged, e.requested),
+        (MIB, 10 * KIB, u64::MAX)
+    );
+    assert_eq!(e.shortfall(), u64::MAX - (MIB - 10 * KIB));
+    let text = e.to_string();
+    assert!(
+        text.ends_with(&format!("{} short", u64::MAX - (MIB - 10 * KIB))),
+        "{text}"
+    );
+    assert_eq!(failures(name), before + 1);
+    drop(held);
+}

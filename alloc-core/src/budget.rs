@@ -118,9 +118,13 @@ pub struct BudgetExceeded {
 }
 
 impl BudgetExceeded {
-    /// How many bytes over the limit the request would have gone.
+    /// How many bytes over the limit the request would have gone (at most `u64::MAX`: a request
+    /// can be that large).
     pub fn shortfall(&self) -> u64 {
-        (self.charged + self.requested).saturating_sub(self.limit)
+        match self.limit.checked_sub(self.charged) {
+            Some(room) => self.requested.saturating_sub(room),
+            None => self.requested.saturating_add(self.charged - self.limit),
+        }
     }
 }
 

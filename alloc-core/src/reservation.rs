@@ -90,6 +90,8 @@ impl fmt::Debug for Reservation {
 
 fn charge(component: ComponentId, bytes: u64) -> Result<(), BudgetExceeded> {
     let Ok(amount) = i64::try_from(bytes) else {
+        // More than any limit can hold: refused, and counted like any other refusal.
+        budget::refused(component.0, false, bytes);
         return Err(budget::component_entity(component.0).refusal(Some(component), bytes));
     };
     let entity = budget::component_entity(component.0);
