@@ -168,7 +168,14 @@ pub fn parse_size(value: &str, available: &dyn Fn() -> Option<u64>) -> Result<u6
         }
         let base = available()
             .ok_or_else(|| format!("{SIZE} (the available memory could not be read)"))?;
-        return Ok((base as f64 * pct / 100.0) as u64);
+        let bytes = (base as f64 * pct / 100.0) as u64;
+        if bytes == 0 {
+            return Err(format!(
+                "{SIZE} (a limit must be above 0; {}% of {base} bytes is less than a byte)",
+                number.trim()
+            ));
+        }
+        return Ok(bytes);
     }
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -810,6 +817,15 @@ mod tests {
             assert!(e.starts_with("a size such as"), "{input:?}: {e}");
         }
         assert!(good.len() + bad.len() >= 30);
+    }
+
+    #[test]
+    fn a_percentage_smaller_than_a_byte_is_refused_like_zero() {
+        let e = parse_size("0.0000000001%", &mem).unwrap_err();
+        assert!(e.contains("above 0"), "{e}");
+        let e = parse_with("MEMGOV_LIMIT", "0.0000000001%", &mem).unwrap_err();
+        assert_eq!(e.var, "MEMGOV_LIMIT");
+        assert_eq!(parse_size("0.0000001%", &mem), Ok(GIB8 / 1_000_000_000));
     }
 
     #[test]
