@@ -409,3 +409,40 @@ fn the_process_level_follows_its_soft_limit() {
         );
     }
 }
+
+#[test]
+#[serial]
+fn every_with_an_interval_too_long_to_come_due_never_runs_and_does_not_panic() {
+    setup();
+    let runs = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&runs);
+    // "Never", in effect: later than any Instant can express.
+    let id = memgov::every(Duration::MAX, move || {
+        counter.fetch_add(1, Relaxed);
+    });
+    settle();
+    assert_eq!(runs.load(Relaxed), 0);
+    assert!(memgov::remove_callback(id));
+    assert!(monitor_stats().running);
+}
+
+#[test]
+#[serial]
+fn every_with_a_zero_interval_runs_at_most_once_per_millisecond() {
+    setup();
+    let runs = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&runs);
+    let samples = monitor_stats().samples;
+    let start = Instant::now();
+    let id = memgov::every(Duration::ZERO, move || {
+        counter.fetch_add(1, Relaxed);
+    });
+    thread::sleep(Duration::from_millis(200));
+    assert!(memgov::remove_callback(id));
+    let elapsed = start.elapsed().as_millis() as u64;
+    let (n, rounds) = (runs.load(Relaxed), monitor_stats().samples - samples);
+    assert!(
+        n <= elapsed + 1,
+        "{n} runs in {elapsed} ms ({rounds} monitor rounds)"
+    );
+}

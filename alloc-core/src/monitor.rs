@@ -32,7 +32,8 @@ type Callback = Arc<dyn Fn(&PressureEvent) + Send + Sync>;
 struct Task {
     id: u64,
     interval: Duration,
-    due: Mutex<Instant>,
+    /// When the task runs next; `None` when that is later than an `Instant` can express (never).
+    due: Mutex<Option<Instant>>,
     run: Mutex<Box<dyn FnMut() + Send>>,
 }
 
@@ -41,6 +42,8 @@ static TASKS: Mutex<Vec<Arc<Task>>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static INTERVAL_MICROS: AtomicU64 = AtomicU64::new(100_000);
 static START: Mutex<bool> = Mutex::new(false);
+/// The shortest interval of a periodic task: the shortest sampling interval.
+const MIN_TASK_INTERVAL: Duration = Duration::from_millis(1);
 
 static EVENTS_DELIVERED: AtomicU64 = AtomicU64::new(0);
 static CALLBACK_PANICS: AtomicU64 = AtomicU64::new(0);
@@ -192,7 +195,8 @@ pub fn remove_callback(id: u64) -> bool {
 
 /// Runs `task` on the monitor thread every `interval` (at the monitor's sampling granularity),
 /// for periodic maintenance such as expiring cache entries. Returns an id for
-/// [`remove_callback`].
+/// [`remove_callback`]. An interval below 1 ms counts as 1 ms (the shortest sampling interval);
+/// one too long to come due (`Duration::MAX`) never does.
 ///
 /// ```
 /// let id = alloc_core::every(std::time::Duration::from_secs(60), || { /* expire entries */ });
@@ -206,12 +210,14 @@ pub fn every(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
 /// [`every`] without reading the environment first.
 pub(crate) fn every_internal(interval: Duration, task: impl FnMut() + Send + 'static) -> u64 {
     let id = NEXT_ID.fetch_add(1, Relaxed);
-    lock(&TASKS).push(Arc::new(Task {
+    let interval = interval.max(MIN_TASK_INTERVAL);
+    let task = Arc::new(Task {
         id,
         interval,
-        due: Mutex::new(Instant::now() + interval),
+        due: Mutex::new(Instant::now().checked_add(interval)),
         run: Mutex::new(Box::new(task)),
-    }));
+    });
+    lock(&TASKS).push(task);
     start_monitor_thread();
     pressure::wake_monitor();
     id
@@ -287,7 +293,7 @@ fn run_due_tasks(due: &mut Vec<Arc<Task>>) {
     due.extend(
         lock(&TASKS)
             .iter()
-            .filter(|t| *lock(&t.due) <= now)
+            .filter(|t| lock(&t.due).is_some_and(|due| due <= now))
             .cloned(),
     );
     for task in due.drain(..) {
@@ -296,7 +302,7 @@ fn run_due_tasks(due: &mut Vec<Arc<Task>>) {
         if catch_unwind(AssertUnwindSafe(&mut *run)).is_err() {
             TASK_PANICS.fetch_add(1, Relaxed);
         }
-        *lock(&task.due) = Instant::now() + task.interval;
+        *lock(&task.due) = Instant::now().checked_add(task.interval);
     }
 }
 
@@ -305,7 +311,7 @@ fn next_wake() -> Duration {
     let now = Instant::now();
     lock(&TASKS)
         .iter()
-        .map(|t| lock(&t.due).saturating_duration_since(now))
+        .filter_map(|t| lock(&t.due).map(|due| due.saturating_duration_since(now)))
         .min()
         .map_or(interval, |d| d.min(interval))
 }
