@@ -273,10 +273,7 @@ fn a_refusal_of_a_huge_request_reports_its_shortfall_without_overflowing() {
     let held = reserve(name, 10 * KIB).unwrap();
     // More than any limit can hold: refused, and counted like any other refusal.
     let e = reserve(name, u64::MAX).unwrap_err();
-    assert_eq!(
-        (e.limit, e.charged, e.requested),
-        (MIB, 10 * KIB, u64::MAX)
-    );
+    assert_eq!((e.limit, e.charged, e.requested), (MIB, 10 * KIB, u64::MAX));
     assert_eq!(e.shortfall(), u64::MAX - (MIB - 10 * KIB));
     let text = e.to_string();
     assert!(
@@ -285,4 +282,35 @@ fn a_refusal_of_a_huge_request_reports_its_shortfall_without_overflowing() {
     );
     assert_eq!(failures(name), before + 1);
     drop(held);
+}
+
+#[test]
+#[serial]
+fn a_reservation_the_charge_counters_cannot_hold_is_refused_without_a_limit() {
+    let name = "rs-enormous";
+    memgov::set_budget(name, Limits::NONE).unwrap();
+    memgov::set_process_limits(Limits::NONE).unwrap();
+    // Something is charged to the process (this thread's credit at least), so i64::MAX more
+    // would take its counter past i64::MAX.
+    let in_use = in_component(name, || try_block(64 * KIB));
+    let process = budget_stats(Scope::Process).charged_bytes;
+    assert!(process > 0);
+    let huge = reserve(name, i64::MAX as u64);
+    let charged_meanwhile = budget_stats(Scope::Process).charged_bytes;
+    // A hard limit set meanwhile must still hold.
+    memgov::set_process_limits(Limits::hard(process + MIB)).unwrap();
+    let past_the_limit = reserve("rs-enormous-2", 2 * MIB).map(|r| r.bytes());
+    memgov::set_process_limits(Limits::NONE).unwrap();
+    let refused = huge.is_err();
+    drop(huge);
+    drop(in_use);
+    assert!(
+        past_the_limit.is_err(),
+        "the hard limit let {past_the_limit:?} through"
+    );
+    assert!(
+        charged_meanwhile >= process,
+        "{charged_meanwhile} < {process}"
+    );
+    assert!(refused);
 }

@@ -42,6 +42,11 @@ pub const NEAR_LIMIT: i64 = 4 * 1024 * 1024;
 
 const NONE: u64 = u64::MAX;
 
+/// Without a hard limit, reservations may take a budget's charged bytes up to this (2^62). They
+/// are not backed by memory, so nothing else keeps them from taking the counter past `i64::MAX`;
+/// below this, the real allocations on top cannot.
+pub(crate) const MAX_RESERVED: i64 = 1 << 62;
+
 /// A pair of byte limits. `None` means no limit.
 ///
 /// ```
@@ -292,6 +297,22 @@ impl Entity {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// Charges exactly `bytes` for a reservation unless that would pass the hard limit (or, without
+    /// one, [`MAX_RESERVED`]); true when charged.
+    pub fn charge_reserved(&self, bytes: i64) -> bool {
+        let hard = self.hard.load(Relaxed);
+        let cap = if hard == NONE {
+            MAX_RESERVED
+        } else {
+            hard as i64
+        };
+        self.charged
+            .fetch_update(Relaxed, Relaxed, |cur| {
+                cur.checked_add(bytes).filter(|&after| after <= cap)
+            })
+            .is_ok()
     }
 
     /// Gives `bytes` of charge back.

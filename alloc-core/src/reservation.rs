@@ -95,12 +95,12 @@ fn charge(component: ComponentId, bytes: u64) -> Result<(), BudgetExceeded> {
         return Err(budget::component_entity(component.0).refusal(Some(component), bytes));
     };
     let entity = budget::component_entity(component.0);
-    if entity.charge(amount, amount).is_none() {
+    if !entity.charge_reserved(amount) {
         budget::refused(component.0, false, bytes);
         return Err(entity.refusal(Some(component), bytes));
     }
     let process = budget::process_entity();
-    if process.charge(amount, amount).is_none() {
+    if !process.charge_reserved(amount) {
         entity.uncharge(amount);
         budget::refused(component.0, true, bytes);
         return Err(process.refusal(None, bytes));
@@ -124,7 +124,8 @@ fn uncharge(component: ComponentId, bytes: u64) {
 ///
 /// # Errors
 /// [`BudgetExceeded`] naming the component (or the process), the limit, what was charged and
-/// what was asked. An invalid name is reported as a refusal by the `"overflow"` component with
+/// what was asked. Without a hard limit, a reservation that would take the charged bytes past
+/// 2^62 is refused too (with `limit` `u64::MAX`). An invalid name is reported as a refusal by the `"overflow"` component with
 /// limit 0; use [`reserve_in`] with an id to avoid names altogether.
 ///
 /// ```
