@@ -8,7 +8,7 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-use memgov::{ComponentId, InComponent, NameError, CAPACITY};
+use memgov::{ComponentId, InComponent, LimitError, Limits, NameError, CAPACITY};
 use std::collections::HashSet;
 use std::future::Future;
 use std::hint::black_box;
@@ -188,6 +188,28 @@ fn allocations_under_a_refused_name_count_as_overflow(last: ComponentId) {
     );
 }
 
+/// A budget for a name the full registry refused is refused too: it would otherwise land on
+/// "overflow", which every refused name shares, while `budget(name)` kept saying there is none.
+fn budgets_for_refused_names_are_refused(earlier: &[(&'static str, ComponentId)]) {
+    let refused = leak("reg-refused-budget".to_string());
+    let overflow_before = memgov::budget("overflow");
+    let e = memgov::set_budget(refused, Limits::hard(1 << 20)).unwrap_err();
+    assert_eq!(e, LimitError::RegistryFull { name: refused });
+    let text = e.to_string();
+    assert!(text.contains("\"reg-refused-budget\""), "{text}");
+    assert!(text.contains(&format!("{CAPACITY}")), "{text}");
+    assert_eq!(memgov::budget("overflow"), overflow_before);
+    assert_eq!(memgov::budget(refused), Limits::NONE);
+    // Names registered before the registry filled, and "overflow" itself, still take budgets.
+    let (name, _) = earlier[0];
+    memgov::set_budget(name, Limits::hard(1 << 30)).unwrap();
+    assert_eq!(memgov::budget(name), Limits::hard(1 << 30));
+    memgov::set_budget(name, Limits::NONE).unwrap();
+    memgov::set_budget("overflow", Limits::soft(1 << 40)).unwrap();
+    assert_eq!(memgov::budget("overflow"), Limits::soft(1 << 40));
+    memgov::set_budget("overflow", Limits::NONE).unwrap();
+}
+
 fn a_full_registry_still_reports() {
     let snap = memgov::snapshot();
     assert_eq!(snap.components.len(), CAPACITY);
@@ -210,6 +232,7 @@ fn the_registry_fills_up_and_refuses_gracefully() {
     let mut earlier = shared;
     earlier.extend_from_slice(&accepted[..20]);
     refused_names_map_to_overflow(&earlier);
+    budgets_for_refused_names_are_refused(&earlier);
     allocations_under_a_refused_name_count_as_overflow(last);
     a_full_registry_still_reports();
 }

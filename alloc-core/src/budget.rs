@@ -163,6 +163,12 @@ pub enum LimitError {
         /// The offending value.
         bytes: u64,
     },
+    /// The registry is full, so the name maps to "overflow", which every refused name shares: a
+    /// budget for it would limit all of them.
+    RegistryFull {
+        /// The refused name.
+        name: &'static str,
+    },
     /// The soft limit is above the hard limit.
     SoftAboveHard {
         /// The soft limit.
@@ -181,6 +187,13 @@ impl fmt::Display for LimitError {
                     f,
                     "limit of {bytes} bytes is too large; expected at most {}",
                     i64::MAX
+                )
+            }
+            LimitError::RegistryFull { name } => {
+                write!(
+                    f,
+                    "cannot set a budget for component {name:?}: the registry is full \
+                     ({CAPACITY} components) and refused the name; expected a registered name"
                 )
             }
             LimitError::SoftAboveHard { soft, hard } => {
@@ -479,14 +492,25 @@ pub fn process_limits() -> Limits {
 /// Sets the limits of the component called `name` (replacing the previous ones).
 ///
 /// # Errors
-/// [`LimitError`] for an invalid name, a limit above `i64::MAX`, or a soft limit above the hard one.
+/// [`LimitError`] for an invalid name, a name the full registry refuses
+/// ([`LimitError::RegistryFull`]), a limit above `i64::MAX`, or a soft limit above the hard one.
 ///
 /// ```
 /// alloc_core::set_budget("pages", alloc_core::Limits::hard(512 << 20).with_soft(400 << 20)).unwrap();
 /// assert_eq!(alloc_core::budget("pages").soft, Some(400 << 20));
 /// ```
 pub fn set_budget(name: &'static str, limits: Limits) -> Result<(), LimitError> {
-    set_component_budget(registry::try_component(name)?, limits)
+    set_component_budget(budget_component(name)?, limits)
+}
+
+/// The component a budget for `name` applies to. A name the full registry refuses is an error:
+/// it maps to "overflow", and a budget there would limit every refused name at once.
+pub(crate) fn budget_component(name: &'static str) -> Result<ComponentId, LimitError> {
+    let id = registry::try_component(name)?;
+    if id == ComponentId::OVERFLOW && name != "overflow" {
+        return Err(LimitError::RegistryFull { name });
+    }
+    Ok(id)
 }
 
 /// Sets the limits of `component`. See [`set_budget`].

@@ -31,7 +31,7 @@
 use crate::budget::{self, Limits};
 use crate::monitor;
 use crate::pressure::{self, Thresholds};
-use crate::registry::{self, MAX_NAME_LEN};
+use crate::registry::MAX_NAME_LEN;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -687,8 +687,7 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
             Ok(Setting::Budgets(budgets)) => {
                 for (name, limits) in budgets {
                     let name: &'static str = Box::leak(name.into_boxed_str());
-                    if let Err(e) = registry::try_component(name)
-                        .map_err(budget::LimitError::from)
+                    if let Err(e) = budget::budget_component(name)
                         .and_then(|c| budget::store_component(c, limits))
                     {
                         errors.push(ConfigError {
