@@ -18,7 +18,7 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::{
     component_pressure, monitor_stats, reserve, ComponentId, EventKind, Level, Limits,
-    PressureEvent, Scope,
+    PressureEvent, Scope, Thresholds,
 };
 use serial_test::serial;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -445,4 +445,41 @@ fn every_with_a_zero_interval_runs_at_most_once_per_millisecond() {
         n <= elapsed + 1,
         "{n} runs in {elapsed} ms ({rounds} monitor rounds)"
     );
+}
+
+#[test]
+#[serial]
+fn thresholds_too_fine_to_be_told_apart_are_refused() {
+    let name = "pr-fine-thresholds";
+    memgov::set_budget(name, Limits::soft(MIB)).unwrap();
+    // Below a millionth: stored as 0, so a budget at Warning could never recover.
+    let tiny = Thresholds {
+        recovery: 1e-7,
+        warning: 0.5,
+        critical: 0.9,
+    };
+    let result = memgov::set_thresholds(tiny);
+    let r = reserve(name, 900 * KIB).unwrap();
+    assert_eq!(component_pressure(name), Level::Warning);
+    drop(r);
+    let after = component_pressure(name);
+    let stored = memgov::thresholds();
+    memgov::set_thresholds(Thresholds::default()).unwrap();
+    assert_eq!(
+        after,
+        Level::Normal,
+        "with nothing charged the level is Normal"
+    );
+    let e = result.unwrap_err();
+    assert_eq!(e.thresholds, tiny);
+    assert!(e.to_string().contains("millionth"), "{e}");
+    assert!(stored.recovery > 0.0, "{stored:?}");
+    // Warning and critical a tenth of a millionth apart would be one threshold.
+    let close = Thresholds {
+        recovery: 0.5,
+        warning: 0.99999996,
+        critical: 1.0,
+    };
+    assert!(memgov::set_thresholds(close).is_err());
+    assert_eq!(memgov::thresholds(), Thresholds::default());
 }

@@ -328,10 +328,9 @@ pub fn parse_thresholds(value: &str) -> Result<Thresholds, String> {
         warning: f[1],
         critical: f[2],
     };
-    if !(0.0 < t.recovery && t.recovery < t.warning && t.warning < t.critical && t.critical <= 1.0)
-    {
+    if pressure::validate(t).is_err() {
         return Err(format!(
-            "{FORM} (need 0 < recovery < warning < critical <= 100%)"
+            "{FORM} (need 0 < recovery < warning < critical <= 100%, at least 0.0001% apart)"
         ));
     }
     Ok(t)
@@ -879,6 +878,7 @@ mod tests {
             "70%,85%,101%",
             "a,b,c",
             "0,50%,60%",
+            "0.00001%,50%,60%",
         ] {
             assert!(parse_thresholds(bad).is_err(), "{bad}");
         }

@@ -79,7 +79,8 @@ impl Default for Thresholds {
     }
 }
 
-/// Thresholds that are not `0 < recovery < warning < critical <= 1`.
+/// Thresholds that are not `0 < recovery < warning < critical <= 1`, at least a millionth apart
+/// (they are kept in millionths of the limit).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThresholdError {
     /// The rejected thresholds.
@@ -91,7 +92,8 @@ impl fmt::Display for ThresholdError {
         let t = self.thresholds;
         write!(
             f,
-            "pressure thresholds {}/{}/{} are invalid; expected 0 < recovery < warning < critical <= 1",
+            "pressure thresholds {}/{}/{} are invalid; expected 0 < recovery < warning < critical <= 1, \
+             at least a millionth apart",
             t.recovery, t.warning, t.critical
         )
     }
@@ -107,7 +109,8 @@ static CRITICAL: AtomicU32 = AtomicU32::new(950_000);
 /// Sets the pressure thresholds for every budget.
 ///
 /// # Errors
-/// [`ThresholdError`] unless `0 < recovery < warning < critical <= 1`.
+/// [`ThresholdError`] unless `0 < recovery < warning < critical <= 1`, at least a millionth
+/// apart.
 ///
 /// ```
 /// use alloc_core::Thresholds;
@@ -116,19 +119,32 @@ static CRITICAL: AtomicU32 = AtomicU32::new(950_000);
 /// alloc_core::set_thresholds(Thresholds::default()).unwrap();
 /// ```
 pub fn set_thresholds(t: Thresholds) -> Result<(), ThresholdError> {
-    let ok =
-        0.0 < t.recovery && t.recovery < t.warning && t.warning < t.critical && t.critical <= 1.0;
-    if !ok {
-        return Err(ThresholdError { thresholds: t });
-    }
-    let millionths = |f: f64| (f * 1e6).round() as u32;
-    RECOVERY.store(millionths(t.recovery), Relaxed);
-    WARNING.store(millionths(t.warning), Relaxed);
-    CRITICAL.store(millionths(t.critical), Relaxed);
+    let [recovery, warning, critical] = validate(t)?;
+    RECOVERY.store(recovery, Relaxed);
+    WARNING.store(warning, Relaxed);
+    CRITICAL.store(critical, Relaxed);
     for scope in scopes() {
         evaluate(scope);
     }
     Ok(())
+}
+
+/// Checks `t` and returns it in millionths, as kept: the order must hold after rounding too, or
+/// a recovery threshold below a millionth would be 0 and no budget could ever recover.
+pub(crate) fn validate(t: Thresholds) -> Result<[u32; 3], ThresholdError> {
+    let ok =
+        0.0 < t.recovery && t.recovery < t.warning && t.warning < t.critical && t.critical <= 1.0;
+    let millionths = |f: f64| (f * 1e6).round() as u32;
+    let m = [
+        millionths(t.recovery),
+        millionths(t.warning),
+        millionths(t.critical),
+    ];
+    if ok && 0 < m[0] && m[0] < m[1] && m[1] < m[2] {
+        Ok(m)
+    } else {
+        Err(ThresholdError { thresholds: t })
+    }
 }
 
 /// The pressure thresholds in force.
