@@ -152,6 +152,23 @@ fn child_lazy_misspelt() {
     assert_eq!(memgov::process_limits(), Limits::soft(GIB));
 }
 
+/// Settings made in code as the very first use of the API are not replaced by the environment
+/// when it is read later.
+fn child_code_first() {
+    let mine = Thresholds {
+        recovery: 0.5,
+        warning: 0.6,
+        critical: 0.7,
+    };
+    memgov::set_thresholds(mine).unwrap();
+    memgov::set_monitor_interval(Duration::from_millis(40));
+    memgov::set_emergency_reserve(2 * MIB);
+    assert_eq!(memgov::init(), Ok(()));
+    assert_eq!(memgov::thresholds(), mine);
+    assert_eq!(memgov::monitor_interval(), Duration::from_millis(40));
+    assert_eq!(memgov::emergency_reserve_stats().target_bytes, 2 * MIB);
+}
+
 fn child_lazy_read() {
     // No init(): reading limits is the first use of the API.
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
@@ -211,6 +228,7 @@ fn child(case: &str) -> ! {
         "lazy-read" => child_lazy_read(),
         "misspelt" => child_misspelt(),
         "lazy-misspelt" => child_lazy_misspelt(),
+        "code-first" => child_code_first(),
         other => panic!("unknown case {other:?}"),
     }
     std::process::exit(0)
@@ -336,6 +354,18 @@ fn without_init_reading_limits_first_applies_the_environment() -> Result<(), Str
     expect_silent(&stderr)
 }
 
+fn settings_made_in_code_first_are_not_replaced_by_the_environment() -> Result<(), String> {
+    let stderr = run_child(
+        "code-first",
+        &[
+            ("MEMGOV_THRESHOLDS", "60%,80%,90%"),
+            ("MEMGOV_MONITOR_INTERVAL", "250ms"),
+            ("MEMGOV_EMERGENCY_RESERVE", "4MiB"),
+        ],
+    )?;
+    expect_silent(&stderr)
+}
+
 fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
     if cfg!(feature = "jemalloc") {
         run_child(
@@ -356,10 +386,15 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
     Ok(())
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     (
         "a_misspelt_variable_is_reported_and_the_http_address_is_not",
         a_misspelt_variable_is_reported_and_the_http_address_is_not,
+        None,
+    ),
+    (
+        "settings_made_in_code_first_are_not_replaced_by_the_environment",
+        settings_made_in_code_first_are_not_replaced_by_the_environment,
         None,
     ),
     (

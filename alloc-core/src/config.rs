@@ -698,10 +698,12 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
                 }
             }
             Ok(Setting::Thresholds(t)) => {
-                let _ = pressure::set_thresholds(t);
+                let _ = pressure::store_thresholds(t);
             }
-            Ok(Setting::MonitorInterval(d)) => monitor::set_monitor_interval(d),
-            Ok(Setting::EmergencyReserve(b)) => crate::emergency_reserve::set_emergency_reserve(b),
+            Ok(Setting::MonitorInterval(d)) => monitor::store_monitor_interval(d),
+            Ok(Setting::EmergencyReserve(b)) => {
+                crate::emergency_reserve::store_emergency_reserve(b)
+            }
             Ok(Setting::Decay(d)) => {
                 if let Err(expected) = apply_decay(d) {
                     errors.push(ConfigError {

@@ -83,6 +83,13 @@ pub struct EmergencyReserveStats {
 /// # alloc_core::set_emergency_reserve(alloc_core::DEFAULT_EMERGENCY_RESERVE);
 /// ```
 pub fn set_emergency_reserve(bytes: u64) {
+    crate::config::ensure_init();
+    store_emergency_reserve(bytes);
+}
+
+/// [`set_emergency_reserve`] without reading the environment first (the environment reader uses
+/// it).
+pub(crate) fn store_emergency_reserve(bytes: u64) {
     TARGET.store(bytes.min(i64::MAX as u64), Relaxed);
     hold_when_wanted();
     crate::pressure::wake_monitor();

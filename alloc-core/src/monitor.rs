@@ -99,6 +99,13 @@ pub fn monitor_stats() -> MonitorStats {
 /// # alloc_core::set_monitor_interval(std::time::Duration::from_millis(100));
 /// ```
 pub fn set_monitor_interval(interval: Duration) {
+    crate::config::ensure_init();
+    store_monitor_interval(interval);
+}
+
+/// [`set_monitor_interval`] without reading the environment first (the environment reader uses
+/// it).
+pub(crate) fn store_monitor_interval(interval: Duration) {
     let micros = interval.as_micros().clamp(1_000, u128::from(u64::MAX)) as u64;
     INTERVAL_MICROS.store(micros, Relaxed);
     pressure::wake_monitor();

@@ -119,6 +119,12 @@ static CRITICAL: AtomicU32 = AtomicU32::new(950_000);
 /// alloc_core::set_thresholds(Thresholds::default()).unwrap();
 /// ```
 pub fn set_thresholds(t: Thresholds) -> Result<(), ThresholdError> {
+    crate::config::ensure_init();
+    store_thresholds(t)
+}
+
+/// [`set_thresholds`] without reading the environment first (the environment reader uses it).
+pub(crate) fn store_thresholds(t: Thresholds) -> Result<(), ThresholdError> {
     let [recovery, warning, critical] = validate(t)?;
     RECOVERY.store(recovery, Relaxed);
     WARNING.store(warning, Relaxed);
