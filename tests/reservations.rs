@@ -314,3 +314,26 @@ fn a_reservation_the_charge_counters_cannot_hold_is_refused_without_a_limit() {
     );
     assert!(refused);
 }
+
+#[test]
+#[serial]
+fn try_with_budget_with_no_scope_left_panics_before_reserving() {
+    let name = "rs-too-deep";
+    memgov::set_budget(name, Limits::hard(MIB)).unwrap();
+    let guards: Vec<_> = (0..memgov::MAX_SCOPE_DEPTH)
+        .map(|_| memgov::component_scope("rs-outer"))
+        .collect();
+    let mut ran = false;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        memgov::try_with_budget(name, 64 * KIB, || ran = true)
+    }));
+    drop(guards);
+    let message = outcome.expect_err("no scope is left to enter");
+    let message = message
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("\"rs-too-deep\""), "{message}");
+    assert!(!ran, "the closure ran outside its component");
+    assert_eq!(charged(name), 0, "nothing stays reserved");
+}

@@ -135,12 +135,17 @@ fn uncharge(component: ComponentId, bytes: u64) {
 pub fn reserve(name: &'static str, bytes: u64) -> Result<Reservation, BudgetExceeded> {
     match registry::try_component(name) {
         Ok(id) => reserve_in(id, bytes),
-        Err(_) => Err(BudgetExceeded {
-            component: Some(ComponentId::OVERFLOW),
-            limit: 0,
-            charged: 0,
-            requested: bytes,
-        }),
+        Err(_) => Err(invalid_name(bytes)),
+    }
+}
+
+/// The refusal of a reservation under an invalid name.
+fn invalid_name(bytes: u64) -> BudgetExceeded {
+    BudgetExceeded {
+        component: Some(ComponentId::OVERFLOW),
+        limit: 0,
+        charged: 0,
+        requested: bytes,
     }
 }
 
@@ -160,6 +165,10 @@ pub fn reserve_in(component: ComponentId, bytes: u64) -> Result<Reservation, Bud
 /// # Errors
 /// [`BudgetExceeded`] when the reservation is refused; `f` does not run.
 ///
+/// # Panics
+/// As [`component_scope`](crate::component_scope), when 64 scopes are already open on this
+/// thread: then nothing is reserved and `f` does not run.
+///
 /// ```
 /// let v = alloc_core::try_with_budget("thumbnails", 64 * 1024, || vec![0u8; 64 * 1024]).unwrap();
 /// assert_eq!(v.len(), 64 * 1024);
@@ -169,8 +178,16 @@ pub fn try_with_budget<R>(
     bytes: u64,
     f: impl FnOnce() -> R,
 ) -> Result<R, BudgetExceeded> {
-    let reservation = reserve(name, bytes)?;
-    let _scope = crate::scope::try_enter(reservation.component()).ok();
+    let Ok(component) = registry::try_component(name) else {
+        return Err(invalid_name(bytes));
+    };
+    // The scope first: were it refused after the reservation, `f` would run in the outer
+    // component on credit spent for this one.
+    let _scope = match crate::scope::try_enter(component) {
+        Ok(scope) => scope,
+        Err(e) => panic!("{e}"),
+    };
+    let reservation = reserve_in(component, bytes)?;
     reservation.spend();
     Ok(f())
 }

@@ -50,6 +50,12 @@ impl From<NameError> for ScopeError {
 /// on the stack, inert, until the inner one is dropped, so the current component is always the
 /// innermost scope still open. The guard is `!Send`: a scope belongs to one thread.
 ///
+/// Do not hold a guard across an `.await`: wrap the future with [`scoped`] or
+/// [`InComponent::in_component`] instead, which enter the scope for each poll and leave it before
+/// the poll returns. A future holding a guard is `!Send`, so a multi-threaded executor refuses it
+/// at compile time; on a single-threaded one it compiles, and while the future waits its scope stays
+/// open on the executor's thread, so every other task polled there allocates in its component.
+///
 /// ```
 /// let _pages = alloc_core::component_scope("pages");
 /// assert_eq!(alloc_core::current_component().name(), "pages");
