@@ -117,9 +117,36 @@ fn assert_allocations_fails_with_the_figures() {
 
 #[test]
 #[serial]
+fn one_diff_serves_several_assertions() {
+    let before = stats::snapshot();
+    in_scope("diff-reused", || drop(black_box(String::from("x"))));
+    let d = before.diff();
+    memgov::assert_allocations!(d, "diff-reused", at_least = 1);
+    memgov::assert_allocations!(d, "diff-reused", exactly = 1);
+    memgov::assert_no_leaks!(d, "diff-reused");
+}
+
+#[test]
+#[serial]
 #[should_panic(expected = "no component named \"never-registered\"")]
 fn an_unknown_component_is_reported() {
     memgov::assert_no_leaks!("never-registered");
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "no component named \"never-registered-in-diff\"")]
+fn an_unknown_component_in_a_diff_is_reported() {
+    let before = stats::snapshot();
+    memgov::assert_no_leaks!(before.diff(), "never-registered-in-diff");
+}
+
+#[test]
+#[serial]
+#[should_panic(expected = "no component named \"never-registered-in-diff\"")]
+fn an_unknown_component_in_a_diff_is_reported_by_assert_allocations() {
+    let before = stats::snapshot();
+    memgov::assert_allocations!(before.diff(), "never-registered-in-diff", at_most = 10);
 }
 
 #[test]

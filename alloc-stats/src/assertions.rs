@@ -14,6 +14,18 @@ pub fn stats_of(name: &str) -> ComponentStats {
     }
 }
 
+/// The change in the component called `name`, for the assertions on a [`Diff`](crate::Diff): an
+/// unknown name fails, as it does without a diff, rather than passing on figures of zero.
+#[doc(hidden)]
+pub fn delta_of<'a>(diff: &'a crate::Diff, name: &str) -> &'a crate::ComponentDelta {
+    match diff.component(name) {
+        Some(c) => c,
+        None => panic!(
+            "memgov: no component named {name:?} had been registered at the diff's later snapshot"
+        ),
+    }
+}
+
 #[doc(hidden)]
 pub fn figures(s: &ComponentStats) -> String {
     format!(
@@ -28,7 +40,7 @@ pub fn figures(s: &ComponentStats) -> String {
 }
 
 /// Asserts that the component has no live bytes and no live blocks; with a [`Diff`](crate::Diff)
-/// first, that nothing allocated in between is still live.
+/// first, that nothing allocated in between is still live. Fails on a name never registered.
 ///
 /// ```
 /// # #[global_allocator]
@@ -43,16 +55,16 @@ pub fn figures(s: &ComponentStats) -> String {
 macro_rules! assert_no_leaks {
     ($diff:expr, $name:expr) => {{
         let diff: &$crate::Diff = &$diff;
-        match diff.component($name) {
-            Some(c) if c.live_bytes > 0 || c.live_blocks() > 0 => panic!(
+        let c = $crate::assertions::delta_of(diff, $name);
+        if c.live_bytes > 0 || c.live_blocks() > 0 {
+            panic!(
                 "memgov: component {:?} leaked {} bytes in {} blocks ({} allocations, {} frees in between)",
                 $name,
                 c.live_bytes,
                 c.live_blocks(),
                 c.allocs,
                 c.frees
-            ),
-            _ => {}
+            );
         }
     }};
     ($name:expr) => {{
@@ -89,7 +101,8 @@ macro_rules! assert_max_live {
 }
 
 /// Asserts on the component's allocation count: `at_most = n`, `at_least = n` or `exactly = n`;
-/// with a [`Diff`](crate::Diff) first, on the allocations made in between.
+/// with a [`Diff`](crate::Diff) first, on the allocations made in between. Fails on a name never
+/// registered.
 ///
 /// ```
 /// # #[global_allocator]
@@ -102,8 +115,9 @@ macro_rules! assert_max_live {
 #[macro_export]
 macro_rules! assert_allocations {
     ($diff:expr, $name:expr, $how:ident = $n:expr) => {{
-        let diff: $crate::Diff = $diff;
-        let got = diff.component($name).map_or(0, |c| c.allocs);
+        // Borrowed, as in assert_no_leaks!: the caller's Diff stays usable for more assertions.
+        let diff: &$crate::Diff = &$diff;
+        let got = $crate::assertions::delta_of(diff, $name).allocs;
         $crate::assert_allocations!(@check $name, got, $how, $n, format!("{} in between", got));
     }};
     ($name:expr, $how:ident = $n:expr) => {{
