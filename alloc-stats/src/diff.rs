@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct StatsSnapshot {
     taken: Instant,
     core: Snapshot,
+    /// Whether histograms were on when it was taken.
+    histograms: bool,
     /// Allocation-size buckets per component, when histograms are on.
     sizes: Vec<(ComponentId, [u64; HISTOGRAM_BUCKETS])>,
 }
@@ -26,7 +28,8 @@ pub struct StatsSnapshot {
 /// ```
 pub fn snapshot() -> StatsSnapshot {
     let core = alloc_core::snapshot();
-    let sizes = if alloc_core::histograms_enabled() {
+    let histograms = alloc_core::histograms_enabled();
+    let sizes = if histograms {
         core.components
             .iter()
             .filter(|c| c.alloc_count > 0)
@@ -38,6 +41,7 @@ pub fn snapshot() -> StatsSnapshot {
     StatsSnapshot {
         taken: Instant::now(),
         core,
+        histograms,
         sizes,
     }
 }
@@ -69,7 +73,10 @@ impl StatsSnapshot {
                 let sizes_of = |s: &StatsSnapshot| {
                     s.sizes.iter().find(|h| h.0 == after.component).map(|h| h.1)
                 };
-                if let Some(later_sizes) = sizes_of(later) {
+                // Without histograms at the earlier snapshot, what they counted before it (while
+                // they were last on) is unknown: no size counts rather than counts since the start.
+                if let Some(later_sizes) = sizes_of(later).filter(|_| self.histograms) {
+                    // A component without allocations at the earlier snapshot had none counted.
                     let earlier = sizes_of(self).unwrap_or([0; HISTOGRAM_BUCKETS]);
                     delta.size_counts = later_sizes
                         .iter()
