@@ -325,7 +325,7 @@ fn prometheus_text_is_well_formed_and_carries_the_figures() {
         samples[r#"memgov_pressure_level{component="prom-budget"}"#],
         0.0
     );
-    assert!(samples.contains_key(r#"memgov_budget_charged_bytes{component="process"}"#));
+    assert!(samples.contains_key("memgov_budget_charged_bytes"));
     assert!(samples["memgov_threads"] >= 1.0);
     assert_eq!(
         samples["memgov_emergency_reserve_target_bytes"],
@@ -350,4 +350,19 @@ fn prometheus_text_is_well_formed_and_carries_the_figures() {
         assert!(!text.contains("memgov_shadow_table"), "{text}");
     }
     drop((v, w));
+}
+
+#[test]
+#[serial]
+fn a_component_called_process_does_not_collide_with_the_process_budget() {
+    memgov::set_budget("process", memgov::Limits::hard(1 << 30)).unwrap();
+    let text = stats::to_prometheus(&memgov::snapshot());
+    memgov::set_budget("process", memgov::Limits::default()).unwrap();
+    // parse_prometheus fails on a repeated sample.
+    let samples = parse_prometheus(&text);
+    assert_eq!(
+        samples[r#"memgov_budget_hard_limit_bytes{component="process"}"#],
+        (1u64 << 30) as f64,
+        "{text}"
+    );
 }

@@ -218,9 +218,21 @@ fn sample(out: &mut String, name: &str, scope: &str, v: impl std::fmt::Display) 
     let _ = writeln!(out, "\"}} {v}");
 }
 
+/// A sample of a budget family: labelled with its component, or unlabelled for the process's
+/// budget (as the other process-wide families are), so that no component name, `"process"`
+/// included, can repeat the process's series.
+fn budget_sample(out: &mut String, name: &str, scope: Option<&str>, v: impl std::fmt::Display) {
+    match scope {
+        Some(component) => sample(out, name, component, v),
+        None => {
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
+}
+
 /// The snapshot in the Prometheus text exposition format (version 0.0.4): one family per figure,
-/// each sample labelled `component`; budget families are labelled `component="process"` for the
-/// process-wide budget. Components that never allocated are left out.
+/// each sample labelled `component`; in the budget families the process-wide budget's samples
+/// have no label. Components that never allocated are left out.
 ///
 /// ```
 /// let text = alloc_stats::to_prometheus(&alloc_core::snapshot());
@@ -239,17 +251,11 @@ pub fn to_prometheus(s: &Snapshot) -> String {
             sample(&mut out, f.name, c.name, (f.value)(c));
         }
     }
-    let mut budgets: Vec<(String, BudgetStats)> =
-        vec![("process".to_string(), budget_stats(Scope::Process))];
+    let mut budgets: Vec<(Option<&str>, BudgetStats)> = vec![(None, budget_stats(Scope::Process))];
     budgets.extend(
         s.components
             .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    budget_stats(Scope::Component(c.component)),
-                )
-            })
+            .map(|c| (Some(c.name), budget_stats(Scope::Component(c.component))))
             .filter(|(_, b)| has_budget(b)),
     );
     header(
@@ -260,7 +266,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
     );
     for (n, b) in &budgets {
         if let Some(h) = b.limits.hard {
-            sample(&mut out, "memgov_budget_hard_limit_bytes", n, h);
+            budget_sample(&mut out, "memgov_budget_hard_limit_bytes", *n, h);
         }
     }
     header(
@@ -271,7 +277,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
     );
     for (n, b) in &budgets {
         if let Some(v) = b.limits.soft {
-            sample(&mut out, "memgov_budget_soft_limit_bytes", n, v);
+            budget_sample(&mut out, "memgov_budget_soft_limit_bytes", *n, v);
         }
     }
     header(
@@ -281,7 +287,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         "gauge",
     );
     for (n, b) in &budgets {
-        sample(&mut out, "memgov_budget_charged_bytes", n, b.charged_bytes);
+        budget_sample(&mut out, "memgov_budget_charged_bytes", *n, b.charged_bytes);
     }
     header(
         &mut out,
@@ -290,7 +296,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         "counter",
     );
     for (n, b) in &budgets {
-        sample(&mut out, "memgov_budget_refusals_total", n, b.failures);
+        budget_sample(&mut out, "memgov_budget_refusals_total", *n, b.failures);
     }
     header(
         &mut out,
@@ -299,7 +305,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         "gauge",
     );
     for (n, b) in &budgets {
-        sample(&mut out, "memgov_pressure_level", n, b.level as u8);
+        budget_sample(&mut out, "memgov_pressure_level", *n, b.level as u8);
     }
     header(
         &mut out,
