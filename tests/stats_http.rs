@@ -133,3 +133,29 @@ fn a_malformed_address_variable_names_itself() {
         "{text}"
     );
 }
+
+#[test]
+fn a_client_that_trickles_its_head_is_dropped_after_the_timeout() {
+    let server = memgov::stats::http::serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    // One byte every 500 ms, never finishing the head: each read succeeds within the 2 s timeout.
+    let trickler = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        for b in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().take(20) {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    assert_eq!(get(addr, "/metrics").0, 200);
+    let waited = start.elapsed();
+    trickler.join().unwrap();
+    server.stop();
+    assert!(
+        waited < Duration::from_secs(5),
+        "one trickling client held the server for {waited:?}"
+    );
+}

@@ -9,9 +9,9 @@
 //!
 //! Requests are served one at a time on the server's own thread (component `"memgov-http"`), never
 //! on the allocation path. A request line or headers that do not parse get 400, an unknown path
-//! 404, a wrong method 405 (with `Allow`), headers over 8 KiB 431; a client that stalls or hangs up
-//! mid-request is dropped after a 2 s timeout and the server goes on. At the process's hard limit
-//! the server's thread allocates from the emergency reserve
+//! 404, a wrong method 405 (with `Allow`), headers over 8 KiB 431; a client that stalls, trickles
+//! or hangs up mid-request is dropped at most 2 s after it connected and the server goes on. At
+//! the process's hard limit the server's thread allocates from the emergency reserve
 //! ([`use_emergency_reserve`](alloc_core::use_emergency_reserve)), so it still answers when it is
 //! needed most.
 
@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The default address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
@@ -221,11 +221,33 @@ fn compact() -> Response {
     )
 }
 
-/// Reads the request head (request line and headers) and answers.
+/// The client's side of a connection, readable until a deadline: the socket's read timeout bounds
+/// each read only, so a client sending a byte now and then would otherwise hold the server's one
+/// thread for as long as it liked.
+struct UntilDeadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for UntilDeadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Reads the request head (request line and headers), within [`TIMEOUT`] in all, and answers.
 fn handle(stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?).take(MAX_HEAD as u64 + 1);
+    let client = UntilDeadline {
+        stream: stream.try_clone()?,
+        deadline: Instant::now() + TIMEOUT,
+    };
+    let mut reader = BufReader::new(client).take(MAX_HEAD as u64 + 1);
     let mut head = Vec::new();
     let response = loop {
         let mut line = Vec::new();
