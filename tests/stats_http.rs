@@ -159,3 +159,52 @@ fn a_client_that_trickles_its_head_is_dropped_after_the_timeout() {
         "one trickling client held the server for {waited:?}"
     );
 }
+
+/// Sends `raw` and reads the answer until the server closes; the end is `Err` on a reset.
+fn request_to_end(addr: SocketAddr, raw: &str) -> (String, std::io::Result<()>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), end)
+}
+
+#[test]
+fn input_left_unread_does_not_reset_the_answer() {
+    let server = memgov::stats::http::serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    // A body the server has no use for.
+    let body = "x".repeat(100_000);
+    let (text, end) = request_to_end(
+        addr,
+        &format!(
+            "POST /memory/compact HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 501"),
+        "answer {text:?}, then {end:?}"
+    );
+    assert!(end.is_ok(), "answer {text:?}, then {end:?}");
+    // A head far over the limit: 431, and the rest of the head is not read.
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (text, end) = request_to_end(addr, &huge);
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "answer {text:?}, then {end:?}"
+    );
+    assert!(end.is_ok(), "answer {text:?}, then {end:?}");
+    server.stop();
+}

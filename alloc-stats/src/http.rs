@@ -16,7 +16,7 @@
 //! needed most.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,6 +28,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 pub const ADDR_VAR: &str = alloc_core::HTTP_ADDR_VARIABLE;
 const MAX_HEAD: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long, and how many bytes, [`linger`] reads what a client still sends after its answer.
+const LINGER: Duration = Duration::from_millis(500);
+const MAX_LINGER_BYTES: usize = 1 << 20;
 
 /// A running endpoint; stops when [`stop`](HttpServer::stop) is called or it is dropped.
 #[derive(Debug)]
@@ -268,7 +271,32 @@ fn handle(stream: TcpStream) -> io::Result<()> {
         }
     };
     let method_head = head.starts_with(b"HEAD ");
-    write_response(stream, &response, method_head)
+    write_response(&stream, &response, method_head)?;
+    linger(&stream);
+    Ok(())
+}
+
+/// Closes the connection gently: sends FIN, then reads and drops what the client still sends (a
+/// request body, the rest of an oversized head) until it closes its side, for at most [`LINGER`]
+/// and [`MAX_LINGER_BYTES`]. Closing a socket with unread input makes the kernel reset the
+/// connection instead, and a reset can discard the answer before the client has read it.
+fn linger(mut stream: &TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 fn answer(head: &[u8]) -> Response {
@@ -300,7 +328,7 @@ fn answer(head: &[u8]) -> Response {
     route(method, path)
 }
 
-fn write_response(mut stream: TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
+fn write_response(mut stream: &TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
         r.status,
