@@ -31,6 +31,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// How long, and how many bytes, [`linger`] reads what a client still sends after its answer.
 const LINGER: Duration = Duration::from_millis(500);
 const MAX_LINGER_BYTES: usize = 1 << 20;
+/// The pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// A running endpoint; stops when [`stop`](HttpServer::stop) is called or it is dropped.
 #[derive(Debug)]
@@ -100,10 +102,15 @@ pub fn serve(addr: impl ToSocketAddrs) -> io::Result<HttpServer> {
                 if stop2.load(Relaxed) {
                     break;
                 }
-                if let Ok(stream) = conn {
-                    if handle(stream).is_ok() {
-                        served2.fetch_add(1, Relaxed);
+                match conn {
+                    Ok(stream) => {
+                        if handle(stream).is_ok() {
+                            served2.fetch_add(1, Relaxed);
+                        }
                     }
+                    // Out of descriptors (EMFILE, ENFILE) or memory, accept fails at once for as
+                    // long as that lasts: wait a little instead of spinning on a core.
+                    Err(_) => std::thread::sleep(ACCEPT_RETRY),
                 }
             }
         })?;
