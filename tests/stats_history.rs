@@ -4,9 +4,11 @@
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::stats::{self, HistoryConfig, LeakKind};
+use serial_test::serial;
 use std::time::{Duration, Instant};
 
 #[test]
+#[serial]
 fn a_component_leaking_while_sampled_is_reported_with_its_rate() {
     stats::start_history(HistoryConfig {
         capacity: 40,
@@ -55,4 +57,32 @@ fn a_component_leaking_while_sampled_is_reported_with_its_rate() {
     stats::stop_history();
     assert!(stats::history().is_empty());
     drop(kept);
+}
+
+/// Restarts from two threads at once leave one sampling task, which `stop_history` removes: the
+/// monitor runs no task once the history is stopped.
+#[test]
+#[serial]
+fn concurrent_restarts_leave_no_sampling_task_behind() {
+    let config = HistoryConfig {
+        capacity: 10,
+        interval: Duration::from_millis(1),
+    };
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(move || {
+                for _ in 0..300 {
+                    stats::start_history(config);
+                }
+            });
+        }
+    });
+    stats::stop_history();
+    // Let a round that was running finish, then watch for 100 ms.
+    std::thread::sleep(Duration::from_millis(20));
+    let runs = memgov::monitor_stats().task_runs;
+    std::thread::sleep(Duration::from_millis(100));
+    let more = memgov::monitor_stats().task_runs - runs;
+    assert_eq!(more, 0, "{more} task runs after the history was stopped");
+    assert!(stats::history().is_empty());
 }

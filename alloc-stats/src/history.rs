@@ -2,6 +2,7 @@
 
 use alloc_core::ComponentId;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -100,9 +101,12 @@ struct Ring {
     config: HistoryConfig,
     samples: VecDeque<Sample>,
     task: Option<u64>,
+    /// Which start made it: a sampling task adds to the ring of its own start only.
+    generation: u64,
 }
 
 static RING: Mutex<Option<Ring>> = Mutex::new(None);
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn lock() -> std::sync::MutexGuard<'static, Option<Ring>> {
     RING.lock().unwrap_or_else(|e| e.into_inner())
@@ -116,30 +120,38 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Ring>> {
 /// alloc_stats::stop_history();
 /// ```
 pub fn start_history(config: HistoryConfig) {
-    stop_history();
     let capacity = config.capacity.max(2);
-    let task = alloc_core::every(config.interval, || {
+    let generation = GENERATIONS.fetch_add(1, Relaxed) + 1;
+    let task = alloc_core::every(config.interval, move || {
         let sample = Sample::now();
-        if let Some(ring) = lock().as_mut() {
+        if let Some(ring) = lock().as_mut().filter(|r| r.generation == generation) {
             if ring.samples.len() == ring.config.capacity {
                 ring.samples.pop_front();
             }
             ring.samples.push_back(sample);
         }
     });
-    *lock() = Some(Ring {
+    // One swap under the lock: of two starts at once, the later swap's ring stays and the
+    // earlier one's task is removed with the ring it replaced.
+    let replaced = lock().replace(Ring {
         config: HistoryConfig { capacity, ..config },
         samples: VecDeque::with_capacity(capacity),
         task: Some(task),
+        generation,
     });
+    remove_task(replaced);
 }
 
 /// Stops sampling and drops the history.
 pub fn stop_history() {
-    if let Some(ring) = lock().take() {
-        if let Some(task) = ring.task {
-            alloc_core::remove_callback(task);
-        }
+    let stopped = lock().take();
+    remove_task(stopped);
+}
+
+/// Removes the sampling task of a ring taken out of [`RING`] (outside its lock: the task takes it).
+fn remove_task(ring: Option<Ring>) {
+    if let Some(task) = ring.and_then(|r| r.task) {
+        alloc_core::remove_callback(task);
     }
 }
 
