@@ -16,6 +16,10 @@
 //! by default), and tops it up every round. Its rounds allocate nothing once their buffers have
 //! grown; callbacks and tasks can allocate up to the reserve there. Past the reserve a Critical
 //! callback should free before it allocates.
+//!
+//! Callbacks and tasks run one after another on this one thread: one that blocks (on a lock, on
+//! I/O, in a long computation) delays every later callback and task, the sampling and the reserve's
+//! top-up until it returns. Hand slow work to a thread of your own.
 
 use crate::budget::Scope;
 use crate::emergency_reserve;
@@ -146,7 +150,9 @@ pub(crate) fn start_monitor_thread() {
 }
 
 /// Calls `f` on the monitor thread for every pressure change of the process and of every
-/// component. Returns an id for [`remove_callback`].
+/// component. Returns an id for [`remove_callback`]. `f` should return quickly: the monitor runs
+/// every callback and task on its one thread, so one that blocks delays the others, the
+/// sampling and the emergency reserve's top-up until it returns.
 ///
 /// ```
 /// let id = alloc_core::on_pressure(|event| {
