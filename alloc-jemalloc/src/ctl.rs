@@ -86,9 +86,18 @@ pub struct Decay {
 
 /// Whether arena `i` exists (`arena.<i>.initialized`).
 ///
+/// jemalloc answers this from the view it took at the last `epoch`, so an arena created since
+/// (by a new thread, or `arenas.create`) would read as absent: this advances the epoch first.
+///
 /// # Errors
 /// [`CtlError`] for an index beyond `arenas.narenas`.
 pub fn arena_initialized(i: u32) -> Result<bool, CtlError> {
+    crate::refresh()?;
+    arena_initialized_at_last_refresh(i)
+}
+
+/// `arena.<i>.initialized` as jemalloc saw it at the last `epoch` (for loops that refresh once).
+pub(crate) fn arena_initialized_at_last_refresh(i: u32) -> Result<bool, CtlError> {
     // SAFETY: `arena.<i>.initialized` is a bool.
     unsafe { raw::read::<bool>(&format!("arena.{i}.initialized")) }
 }
@@ -131,9 +140,12 @@ pub fn arena_decay(i: u32) -> Result<Decay, CtlError> {
 pub fn set_decay(d: Decay) -> Result<usize, CtlError> {
     set_default_dirty_decay_ms(d.dirty_ms)?;
     set_default_muzzy_decay_ms(d.muzzy_ms)?;
+    // `arena.<i>.initialized` is as of the last epoch: refresh it, after the defaults are set, so
+    // that every arena is either seen here or created with the new defaults.
+    crate::refresh()?;
     let mut updated = 0;
     for i in 0..arena_count()? {
-        if !arena_initialized(i).unwrap_or(false) {
+        if !arena_initialized_at_last_refresh(i).unwrap_or(false) {
             continue;
         }
         // SAFETY: both controls are ssize_t.
@@ -251,6 +263,26 @@ mod tests {
         // The test thread allocates through jemalloc only if the test binary uses it; either way
         // a flush is accepted.
         flush_thread_cache().unwrap();
+    }
+
+    /// An arena created since jemalloc last refreshed its statistics (`arena.<i>.initialized` is
+    /// jemalloc's cached view, updated by `epoch`) still gets the decay times.
+    #[test]
+    #[serial]
+    fn set_decay_reaches_an_arena_created_since_the_last_refresh() {
+        let before = decay().unwrap();
+        crate::refresh().unwrap();
+        // SAFETY: `arenas.create` reads an unsigned (the new arena's index).
+        let arena = unsafe { raw::read::<u32>("arenas.create") }.unwrap();
+        let wanted = Decay {
+            dirty_ms: 4321,
+            muzzy_ms: 123,
+        };
+        assert_ne!(arena_decay(arena).unwrap(), wanted);
+        set_decay(wanted).unwrap();
+        let got = arena_decay(arena).unwrap();
+        set_decay(before).unwrap();
+        assert_eq!(got, wanted, "arena {arena}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn stats() -> Result<JemallocStats, CtlError> {
     let page = ctl::page_size()? as u64;
     let mut arenas = Vec::new();
     for i in 0..ctl::arena_count()? {
-        if !ctl::arena_initialized(i).unwrap_or(false) {
+        if !ctl::arena_initialized_at_last_refresh(i).unwrap_or(false) {
             continue;
         }
         let pages = |what: &str| stats_read(&format!("stats.arenas.{i}.{what}"));
