@@ -155,6 +155,11 @@ fn hook_arenas_locked() -> Result<u32, CtlError> {
     let narenas = Mib::new(c"arenas.narenas")?;
     let initialized = Mib::new(c"arena.0.initialized")?;
     let hooks = Mib::new(c"arena.0.extent_hooks")?;
+    // `arena.<i>.initialized` answers from jemalloc's view at the last epoch: without advancing
+    // it, arenas created since (new threads, `arenas.create`) would read as absent and stay
+    // unwrapped until something else refreshed the statistics.
+    // SAFETY: `epoch` is a uint64_t; writing any value advances it.
+    unsafe { Mib::new(c"epoch")?.exchange::<u64>(1) }?;
     // SAFETY: `arenas.narenas` is an unsigned.
     let count = unsafe { narenas.read::<u32>() }?;
     let mut wrapped = 0;
@@ -339,6 +344,25 @@ mod tests {
 
     fn count(_addr: usize, len: usize) {
         HEARD.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// An arena created since jemalloc's last `epoch` (which `arena.<i>.initialized` reports
+    /// from) is wrapped by the next call, as the module docs promise.
+    #[test]
+    #[serial_test::serial]
+    fn an_arena_created_since_the_last_refresh_is_wrapped() {
+        set_pages_released_listener(count);
+        crate::refresh().unwrap();
+        hook_arenas().unwrap();
+        // SAFETY: `arenas.create` reads an unsigned (the new arena's index).
+        let arena = unsafe { crate::raw::read::<u32>("arenas.create") }.unwrap();
+        hook_arenas().unwrap();
+        // SAFETY: `arena.<i>.extent_hooks` is an `extent_hooks_t *`.
+        let current = unsafe {
+            crate::raw::read::<*mut extent_hooks_t>(&format!("arena.{arena}.extent_hooks"))
+        }
+        .unwrap();
+        assert!(is_wrapper(current), "arena {arena} not wrapped");
     }
 
     /// Wrapped arenas keep allocating and purging, and their purges are heard.
