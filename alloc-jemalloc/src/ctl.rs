@@ -124,11 +124,23 @@ pub fn arena_decay(i: u32) -> Result<Decay, CtlError> {
     }
 }
 
+/// The longest decay time jemalloc accepts, in ms (its `NSTIME_SEC_MAX`, 18446744072 s).
+const DECAY_MS_MAX: u64 = 18_446_744_072 * 1000;
+
+/// `ms` is a decay time jemalloc accepts (-1, or 0 to [`DECAY_MS_MAX`]), else EINVAL for `name`.
+fn check_decay_ms(name: &str, ms: isize) -> Result<(), CtlError> {
+    if ms < -1 || (ms > 0 && ms as u64 > DECAY_MS_MAX) {
+        return Err(CtlError::new(name, libc::EINVAL));
+    }
+    Ok(())
+}
+
 /// Sets the decay times of every existing arena and of arenas created later; returns how many
 /// existing arenas were updated. (`arenas.*_decay_ms` alone only affects arenas created later.)
 ///
 /// # Errors
-/// [`CtlError`] when jemalloc refuses a value (below -1, say). Arenas that are not initialised are
+/// [`CtlError`] (EINVAL) for a time below -1 or past jemalloc's longest, before anything is
+/// changed; [`CtlError`] when jemalloc refuses otherwise. Arenas that are not initialised are
 /// skipped.
 ///
 /// ```
@@ -138,6 +150,10 @@ pub fn arena_decay(i: u32) -> Result<Decay, CtlError> {
 /// alloc_jemalloc::set_decay(before).unwrap();
 /// ```
 pub fn set_decay(d: Decay) -> Result<usize, CtlError> {
+    // Checked before anything is written, so that a refused value changes nothing (jemalloc
+    // would take the dirty time and then refuse the muzzy one).
+    check_decay_ms("arenas.dirty_decay_ms", d.dirty_ms)?;
+    check_decay_ms("arenas.muzzy_decay_ms", d.muzzy_ms)?;
     set_default_dirty_decay_ms(d.dirty_ms)?;
     set_default_muzzy_decay_ms(d.muzzy_ms)?;
     // `arena.<i>.initialized` is as of the last epoch: refresh it, after the defaults are set, so
@@ -283,6 +299,36 @@ mod tests {
         let got = arena_decay(arena).unwrap();
         set_decay(before).unwrap();
         assert_eq!(got, wanted, "arena {arena}");
+    }
+
+    /// A value jemalloc refuses changes nothing, and the error says what was wrong.
+    #[test]
+    #[serial]
+    fn a_refused_decay_changes_nothing() {
+        let before = (
+            default_dirty_decay_ms().unwrap(),
+            default_muzzy_decay_ms().unwrap(),
+            decay().unwrap(),
+        );
+        let e = set_decay(Decay {
+            dirty_ms: 4444,
+            muzzy_ms: -2,
+        })
+        .unwrap_err();
+        let after = (
+            default_dirty_decay_ms().unwrap(),
+            default_muzzy_decay_ms().unwrap(),
+            decay().unwrap(),
+        );
+        assert_eq!(after, before);
+        assert_eq!(e.errno, libc::EINVAL, "{e}");
+        // The bound is jemalloc's own.
+        let longest = DECAY_MS_MAX as isize;
+        assert!(check_decay_ms("x", longest).is_ok());
+        assert!(check_decay_ms("x", longest + 1).is_err());
+        set_default_dirty_decay_ms(longest).unwrap();
+        assert!(set_default_dirty_decay_ms(longest + 1).is_err());
+        set_default_dirty_decay_ms(before.0).unwrap();
     }
 
     #[test]

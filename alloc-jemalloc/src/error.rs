@@ -33,7 +33,9 @@ impl CtlError {
             libc::ENOENT => "no such control",
             libc::EPERM => "not permitted (read-only control, or a value given to a void control)",
             libc::EAGAIN => "temporarily unavailable (memory allocation failure)",
-            libc::EFAULT => "internal error (for an arena: not initialised)",
+            libc::EFAULT => {
+                "internal error (for an arena: not initialised; for a decay time: out of range)"
+            }
             libc::ENOMEM => "out of memory",
             _ => "unknown error",
         }
