@@ -32,9 +32,9 @@ pub mod jemalloc {
         arena_count, arena_decay, arena_initialized, background_threads, compact, decay, decay_all,
         default_dirty_decay_ms, default_muzzy_decay_ms, extent_hook_stats, flush_thread_cache,
         hook_arenas, max_background_threads, page_size, purge_all, refresh,
-        running_background_threads, set_background_threads, set_decay, set_default_dirty_decay_ms,
-        set_default_muzzy_decay_ms, set_max_background_threads, startup_dirty_decay_ms,
-        startup_muzzy_decay_ms, stats, stats_read, ArenaPages, CompactReport, CtlError, Decay,
-        ExtentHookStats, JemallocStats, ARENAS_ALL,
+        running_background_threads, set_arena_decay, set_background_threads, set_decay,
+        set_default_dirty_decay_ms, set_default_muzzy_decay_ms, set_max_background_threads,
+        startup_dirty_decay_ms, startup_muzzy_decay_ms, stats, stats_read, ArenaPages,
+        CompactReport, CtlError, Decay, ExtentHookStats, JemallocStats, ARENAS_ALL,
     };
 }

@@ -106,9 +106,46 @@ pub struct ResponderStats {
     pub resident_peak: u64,
 }
 
+/// The decay times jemalloc had when the responder started: the defaults for new arenas, and
+/// each initialised arena's own (they differ: jemalloc's huge arena purges at once by default).
+#[derive(Clone, Debug)]
+struct Restore {
+    defaults: Decay,
+    arenas: Vec<(u32, Decay)>,
+}
+
+impl Restore {
+    fn take() -> Result<Restore, alloc_jemalloc::CtlError> {
+        let defaults = Decay {
+            dirty_ms: alloc_jemalloc::default_dirty_decay_ms()?,
+            muzzy_ms: alloc_jemalloc::default_muzzy_decay_ms()?,
+        };
+        let mut arenas = Vec::new();
+        for i in 0..alloc_jemalloc::arena_count()? {
+            // An arena that is not initialised fails the read: it has no times of its own yet.
+            if let Ok(d) = alloc_jemalloc::arena_decay(i) {
+                arenas.push((i, d));
+            }
+        }
+        Ok(Restore { defaults, arenas })
+    }
+
+    /// Puts the times back: the defaults everywhere (arenas created since get them), then each
+    /// arena's own.
+    fn apply(&self) -> Result<(), alloc_jemalloc::CtlError> {
+        alloc_jemalloc::set_decay(self.defaults)?;
+        for &(i, d) in &self.arenas {
+            if d != self.defaults {
+                alloc_jemalloc::set_arena_decay(i, d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct State {
     policy: ResponderPolicy,
-    restore: Decay,
+    restore: Restore,
     task: Option<u64>,
     last_purge: Option<Instant>,
 }
@@ -143,7 +180,7 @@ fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
 /// ```
 pub fn start_responder(policy: ResponderPolicy) -> Result<(), alloc_jemalloc::CtlError> {
     stop_responder();
-    let restore = alloc_jemalloc::decay()?;
+    let restore = Restore::take()?;
     let task = monitor::every_internal(policy.interval, tick);
     *lock() = Some(State {
         policy,
@@ -164,7 +201,7 @@ pub fn stop_responder() {
         monitor::remove_callback(task);
     }
     if LEVEL.swap(Level::Normal as u8, Relaxed) != Level::Normal as u8 {
-        act(alloc_jemalloc::set_decay(state.restore).map(|_| ()));
+        act(state.restore.apply());
         DECAY_CHANGES.fetch_add(1, Relaxed);
     }
 }
@@ -228,12 +265,11 @@ fn tick() {
     };
     if next != current {
         LEVEL.store(next as u8, Relaxed);
-        let decay = match next {
-            Level::Normal => state.restore,
-            Level::Warning => state.policy.warning,
-            Level::Critical => state.policy.critical,
-        };
-        act(alloc_jemalloc::set_decay(decay).map(|_| ()));
+        act(match next {
+            Level::Normal => state.restore.apply(),
+            Level::Warning => alloc_jemalloc::set_decay(state.policy.warning).map(|_| ()),
+            Level::Critical => alloc_jemalloc::set_decay(state.policy.critical).map(|_| ()),
+        });
         DECAY_CHANGES.fetch_add(1, Relaxed);
     }
     if next == Level::Critical && state.policy.purge_at_critical {

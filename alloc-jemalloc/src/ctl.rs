@@ -135,6 +135,28 @@ fn check_decay_ms(name: &str, ms: isize) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// Sets the decay times of arena `i` alone (`arena.<i>.dirty_decay_ms`, `arena.<i>.muzzy_decay_ms`).
+///
+/// # Errors
+/// [`CtlError`] (EINVAL) for a time below -1 or past jemalloc's longest, before anything is
+/// changed; [`CtlError`] when the arena does not exist or is not initialised.
+///
+/// ```
+/// let before = alloc_jemalloc::arena_decay(0).unwrap();
+/// alloc_jemalloc::set_arena_decay(0, alloc_jemalloc::Decay { dirty_ms: 500, muzzy_ms: 0 }).unwrap();
+/// assert_eq!(alloc_jemalloc::arena_decay(0).unwrap().dirty_ms, 500);
+/// alloc_jemalloc::set_arena_decay(0, before).unwrap();
+/// ```
+pub fn set_arena_decay(i: u32, d: Decay) -> Result<(), CtlError> {
+    check_decay_ms("arena.<i>.dirty_decay_ms", d.dirty_ms)?;
+    check_decay_ms("arena.<i>.muzzy_decay_ms", d.muzzy_ms)?;
+    // SAFETY: both controls are ssize_t.
+    unsafe {
+        raw::write::<isize>(&format!("arena.{i}.dirty_decay_ms"), d.dirty_ms)?;
+        raw::write::<isize>(&format!("arena.{i}.muzzy_decay_ms"), d.muzzy_ms)
+    }
+}
+
 /// Sets the decay times of every existing arena and of arenas created later; returns how many
 /// existing arenas were updated. (`arenas.*_decay_ms` alone only affects arenas created later.)
 ///

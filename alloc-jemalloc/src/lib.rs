@@ -45,8 +45,8 @@ mod stats;
 pub use ctl::{
     arena_count, arena_decay, arena_initialized, background_threads, decay, decay_all,
     default_dirty_decay_ms, default_muzzy_decay_ms, flush_thread_cache, max_background_threads,
-    page_size, purge_all, running_background_threads, set_background_threads, set_decay,
-    set_default_dirty_decay_ms, set_default_muzzy_decay_ms, set_max_background_threads,
+    page_size, purge_all, running_background_threads, set_arena_decay, set_background_threads,
+    set_decay, set_default_dirty_decay_ms, set_default_muzzy_decay_ms, set_max_background_threads,
     startup_dirty_decay_ms, startup_muzzy_decay_ms, Decay, ARENAS_ALL,
 };
 pub use error::CtlError;

@@ -1,0 +1,66 @@
+//! After a pressure episode the soft-limit responder restores the decay times every arena had
+//! when it started, not arena 0's times everywhere.
+#![cfg(feature = "jemalloc")]
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::jemalloc::{self, Decay};
+use std::time::{Duration, Instant};
+
+fn wait_for(level: memgov::Level) {
+    let start = Instant::now();
+    while jemalloc::responder_stats().level != level {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never reached {level:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn recovery_restores_each_arenas_own_decay() {
+    // An allocation past jemalloc's oversize threshold (8 MiB) creates its huge arena, which
+    // jemalloc gives decay times of its own (0: purge at once) unlike the other arenas.
+    drop(std::hint::black_box(vec![1u8; 32 << 20]));
+    // SAFETY: `opt.narenas` is an unsigned; the huge arena comes right after the automatic ones.
+    let huge = unsafe { jemalloc::raw::read::<u32>("opt.narenas") }.unwrap();
+    jemalloc::refresh().unwrap();
+    assert!(jemalloc::arena_initialized(huge).unwrap());
+    let huge_before = jemalloc::arena_decay(huge).unwrap();
+    let arena0_before = jemalloc::decay().unwrap();
+    let default_before = Decay {
+        dirty_ms: jemalloc::default_dirty_decay_ms().unwrap(),
+        muzzy_ms: jemalloc::default_muzzy_decay_ms().unwrap(),
+    };
+    assert_ne!(
+        huge_before, arena0_before,
+        "this test needs jemalloc's defaults"
+    );
+
+    jemalloc::start_responder(jemalloc::ResponderPolicy {
+        interval: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .unwrap();
+    memgov::set_process_limits(memgov::Limits::soft(1)).unwrap();
+    wait_for(memgov::Level::Critical);
+    memgov::set_process_limits(memgov::Limits::NONE).unwrap();
+    wait_for(memgov::Level::Normal);
+    jemalloc::stop_responder();
+
+    assert_eq!(jemalloc::decay().unwrap(), arena0_before);
+    assert_eq!(
+        jemalloc::arena_decay(huge).unwrap(),
+        huge_before,
+        "huge arena {huge}"
+    );
+    assert_eq!(
+        Decay {
+            dirty_ms: jemalloc::default_dirty_decay_ms().unwrap(),
+            muzzy_ms: jemalloc::default_muzzy_decay_ms().unwrap(),
+        },
+        default_before
+    );
+}
