@@ -68,7 +68,7 @@ impl Default for ResponderPolicy {
         ResponderPolicy {
             source: PressureSource::Resident,
             warning: Decay {
-                dirty_ms: 1000,
+                dirty_ms: 100,
                 muzzy_ms: 0,
             },
             critical: Decay {
@@ -293,5 +293,33 @@ fn tick() {
         } else {
             RATE_LIMITED.fetch_add(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults are the ones the module docs and the README give.
+    #[test]
+    fn default_policy_is_the_documented_one() {
+        let p = ResponderPolicy::default();
+        assert_eq!(
+            p.warning,
+            Decay {
+                dirty_ms: 100,
+                muzzy_ms: 0
+            }
+        );
+        assert_eq!(
+            p.critical,
+            Decay {
+                dirty_ms: 0,
+                muzzy_ms: 0
+            }
+        );
+        assert_eq!(p.min_purge_interval, Duration::from_millis(250));
+        assert_eq!(p.interval, Duration::from_millis(50));
+        assert_eq!(p.source, PressureSource::Resident);
     }
 }
