@@ -1,11 +1,13 @@
 //! After a pressure episode the soft-limit responder restores the decay times every arena had
-//! when it started, not arena 0's times everywhere.
+//! when it started, not arena 0's times everywhere; and starts from two threads at once leave one
+//! task, which `stop_responder` removes.
 #![cfg(feature = "jemalloc")]
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 use memgov::jemalloc::{self, Decay};
+use serial_test::serial;
 use std::time::{Duration, Instant};
 
 fn wait_for(level: memgov::Level) {
@@ -20,6 +22,7 @@ fn wait_for(level: memgov::Level) {
 }
 
 #[test]
+#[serial]
 fn recovery_restores_each_arenas_own_decay() {
     // An allocation past jemalloc's oversize threshold (8 MiB) creates its huge arena, which
     // jemalloc gives decay times of its own (0: purge at once) unlike the other arenas.
@@ -63,4 +66,30 @@ fn recovery_restores_each_arenas_own_decay() {
         },
         default_before
     );
+}
+
+#[test]
+#[serial]
+fn concurrent_starts_leave_no_task_behind() {
+    let policy = jemalloc::ResponderPolicy {
+        interval: Duration::from_millis(1),
+        ..Default::default()
+    };
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(move || {
+                for _ in 0..200 {
+                    jemalloc::start_responder(policy).unwrap();
+                }
+            });
+        }
+    });
+    jemalloc::stop_responder();
+    // Let a round that was running finish, then watch for 100 ms.
+    std::thread::sleep(Duration::from_millis(20));
+    let runs = memgov::monitor_stats().task_runs;
+    std::thread::sleep(Duration::from_millis(100));
+    let more = memgov::monitor_stats().task_runs - runs;
+    assert_eq!(more, 0, "{more} task runs after the responder was stopped");
+    assert!(!jemalloc::responder_stats().running);
 }

@@ -180,15 +180,27 @@ fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
 /// ```
 pub fn start_responder(policy: ResponderPolicy) -> Result<(), alloc_jemalloc::CtlError> {
     stop_responder();
+    // The rest under the lock, which `tick` takes first: no tick runs between the level's reset
+    // and the state's publication, and of two starts at once, the later one stops the earlier
+    // one's task (else it would go on ticking, twice per interval after the next start).
+    let mut guard = lock();
+    if let Some(raced) = guard.take() {
+        if let Some(task) = raced.task {
+            monitor::remove_callback(task);
+        }
+        if LEVEL.swap(Level::Normal as u8, Relaxed) != Level::Normal as u8 {
+            act(raced.restore.apply());
+        }
+    }
     let restore = Restore::take()?;
+    LEVEL.store(Level::Normal as u8, Relaxed);
     let task = monitor::every_internal(policy.interval, tick);
-    *lock() = Some(State {
+    *guard = Some(State {
         policy,
         restore,
         task: Some(task),
         last_purge: None,
     });
-    LEVEL.store(Level::Normal as u8, Relaxed);
     RUNNING.store(true, Relaxed);
     Ok(())
 }
