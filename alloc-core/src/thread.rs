@@ -569,6 +569,21 @@ fn blocks() -> impl Iterator<Item = &'static Block> {
     })
 }
 
+/// The epoch a newly claimed block starts at: the current one, unless a budget is over its hard
+/// limit. Then a stale one (the one before, never current again), as `Block::refresh` leaves it:
+/// otherwise the thread's frees would become credit its allocations spend while usage is still
+/// over the limit.
+fn starting_epoch() -> u64 {
+    // The epoch first: a limit change marks a budget over before it moves the epoch on (Release),
+    // so a thread that reads the new epoch sees the budget over.
+    let epoch = budget::credit_epoch();
+    if budget::strict() {
+        epoch.wrapping_sub(budget::EPOCH_STEP)
+    } else {
+        epoch
+    }
+}
+
 /// Claims a free block or makes a new one with `mmap`. Cold; never calls the governed allocator.
 #[cold]
 #[inline(never)]
@@ -580,7 +595,7 @@ fn claim_block() -> *const Block {
                 .is_ok()
     });
     if let Some(block) = claimed {
-        block.epoch.store(budget::credit_epoch(), Relaxed);
+        block.epoch.store(starting_epoch(), Relaxed);
         BLOCKS_IN_USE.fetch_add(1, Relaxed);
         return block;
     }
@@ -605,7 +620,7 @@ fn claim_block() -> *const Block {
     // the compare-exchange below publishes it.
     unsafe {
         (*block).in_use.store(true, Relaxed);
-        (*block).epoch.store(budget::credit_epoch(), Relaxed);
+        (*block).epoch.store(starting_epoch(), Relaxed);
         let mut head = BLOCKS.load(Relaxed);
         loop {
             (*block).next = head;
