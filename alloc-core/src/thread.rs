@@ -981,6 +981,12 @@ pub(crate) fn give_credit(comp: u16, bytes: u64) -> bool {
     }) else {
         return false;
     };
+    if block.epoch.load(Relaxed) != budget::credit_epoch() {
+        // Credit charged under an older epoch goes back now, and the block takes the current one:
+        // otherwise the next allocation would hand the reservation back with it and charge
+        // again, and another thread could take the bytes in between.
+        block.refresh();
+    }
     block.list(comp);
     block.record(comp).move_credit(bytes as i64);
     block
