@@ -30,8 +30,8 @@ use crate::pressure::{self, Level};
 use crate::registry::{self, ComponentId, NameError, CAPACITY};
 use crossbeam_utils::CachePadded;
 use std::fmt;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
 
 /// Credit a thread charges at a time while the limit is far.
 pub const CREDIT_CHUNK: i64 = 64 * 1024;
@@ -261,12 +261,13 @@ impl Entity {
     /// Charges between `need` and `want` bytes (`need <= want`) unless that would pass the hard
     /// limit; returns what was charged.
     pub fn charge(&self, need: i64, want: i64) -> Option<i64> {
-        let hard = self.hard.load(Relaxed);
-        if hard == NONE {
+        let limit = self.hard.load(Relaxed);
+        if limit == NONE {
             self.charged.fetch_add(want, Relaxed);
+            self.limit_moved_since(limit);
             return Some(want);
         }
-        let hard = hard as i64;
+        let hard = limit as i64;
         let mut cur = self.charged.load(Relaxed);
         loop {
             let room = hard.saturating_sub(cur);
@@ -281,7 +282,10 @@ impl Entity {
                 .charged
                 .compare_exchange_weak(cur, cur + amount, Relaxed, Relaxed)
             {
-                Ok(_) => return Some(amount),
+                Ok(_) => {
+                    self.limit_moved_since(limit);
+                    return Some(amount);
+                }
                 Err(now) => cur = now,
             }
         }
@@ -290,12 +294,13 @@ impl Entity {
     /// Charges as much of `max` bytes as the hard limit has room for (all of it without a limit);
     /// returns what was charged.
     pub fn charge_up_to(&self, max: i64) -> i64 {
-        let hard = self.hard.load(Relaxed);
-        if hard == NONE {
+        let limit = self.hard.load(Relaxed);
+        if limit == NONE {
             self.charged.fetch_add(max, Relaxed);
+            self.limit_moved_since(limit);
             return max;
         }
-        let hard = hard as i64;
+        let hard = limit as i64;
         let mut cur = self.charged.load(Relaxed);
         loop {
             let amount = hard.saturating_sub(cur).clamp(0, max);
@@ -306,7 +311,10 @@ impl Entity {
                 .charged
                 .compare_exchange_weak(cur, cur + amount, Relaxed, Relaxed)
             {
-                Ok(_) => return amount,
+                Ok(_) => {
+                    self.limit_moved_since(limit);
+                    return amount;
+                }
                 Err(now) => cur = now,
             }
         }
@@ -321,11 +329,28 @@ impl Entity {
         } else {
             hard as i64
         };
-        self.charged
+        let charged = self
+            .charged
             .fetch_update(Relaxed, Relaxed, |cur| {
                 cur.checked_add(bytes).filter(|&after| after <= cap)
             })
-            .is_ok()
+            .is_ok();
+        if charged {
+            self.limit_moved_since(hard);
+        }
+        charged
+    }
+
+    /// After a charge made against the hard limit `used`: if the limit has changed since, the
+    /// change's own check of [`over`](Self::update_over) may have missed this charge, so it is
+    /// checked again. With the fence in [`store`], one of the two sees the other: the limit's
+    /// store sees this charge, or this sees the new limit.
+    #[inline]
+    fn limit_moved_since(&self, used: u64) {
+        fence(SeqCst);
+        if self.hard.load(Relaxed) != used {
+            self.update_over();
+        }
     }
 
     /// Gives `bytes` of charge back.
@@ -443,6 +468,9 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     }
     entity.hard.store(limits.hard.unwrap_or(NONE), Relaxed);
     entity.soft.store(limits.soft.unwrap_or(NONE), Relaxed);
+    // Pairs with `Entity::limit_moved_since`: a charge made against the old limit either is seen
+    // by this check or sees the new limit and checks again itself.
+    fence(SeqCst);
     entity.update_over();
     ANY_LIMIT.store(true, Relaxed);
     LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
@@ -589,4 +617,38 @@ pub(crate) fn refused(comp: u16, by_process: bool, requested: u64) {
         entity.charged(),
         requested,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    /// A charge racing with a lowered limit: whichever lands first, once both are done `over`
+    /// says whether the charged bytes are above the new limit (else threads would go on keeping
+    /// freed bytes as credit while usage is over it).
+    #[test]
+    fn a_charge_racing_a_lowered_limit_leaves_over_right() {
+        let e: &'static Entity = Box::leak(Box::new(Entity::new()));
+        let mut wrong = 0;
+        for _ in 0..20_000 {
+            e.charged.store(1000, Relaxed);
+            store(e, Limits::hard(2000)).unwrap();
+            let start = Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    start.wait();
+                    store(e, Limits::hard(1100)).unwrap();
+                });
+                start.wait();
+                // Refused when it sees the lower limit; else it lands above it.
+                let _ = e.charge(500, 500);
+            });
+            let truth = e.charged.load(Relaxed) > e.hard.load(Relaxed) as i64;
+            wrong += usize::from(e.over.load(Relaxed) != truth);
+            e.charged.store(0, Relaxed);
+            e.update_over();
+        }
+        assert_eq!(wrong, 0, "over was wrong after {wrong} of 20 000 races");
+    }
 }
