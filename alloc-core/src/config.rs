@@ -14,7 +14,8 @@
 //! A size is a number (decimals allowed) and an optional unit: `B`, `KiB`, `MiB`, `GiB`, `TiB`
 //! (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), any case; or a percentage (above 0,
 //! at most 100) of the memory available to the process: the cgroup v2 `memory.max`, else the cgroup
-//! v1 `memory.limit_in_bytes`, else physical memory. Whitespace around values and list items is
+//! v1 `memory.limit_in_bytes`, else physical memory (a cgroup limit above physical memory gives
+//! physical memory). Whitespace around values and list items is
 //! ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
 //!
 //! A variable with the `MEMGOV_` prefix that memgov does not read ([`VARIABLES`] and
@@ -116,20 +117,33 @@ impl MemorySource {
     /// ```
     /// assert!(alloc_core::MemorySource::system().available().unwrap() > 0);
     /// ```
+    /// A cgroup limit above physical memory cannot be reached: the smaller of the two is the
+    /// memory available.
     pub fn available(&self) -> Option<u64> {
+        match (self.cgroup_limit(), self.physical()) {
+            (Some(limit), Some(ram)) => Some(limit.min(ram)),
+            (limit, ram) => limit.or(ram),
+        }
+    }
+
+    /// The cgroup v2 `memory.max`, else the cgroup v1 `memory.limit_in_bytes`; `None` when
+    /// neither sets a limit.
+    fn cgroup_limit(&self) -> Option<u64> {
         if let Some(v) = self.read("sys/fs/cgroup/memory.max") {
             if let Ok(bytes) = v.trim().parse::<u64>() {
                 return Some(bytes);
             }
         }
-        if let Some(v) = self.read("sys/fs/cgroup/memory/memory.limit_in_bytes") {
-            // cgroup v1 writes a huge page-rounded number when there is no limit.
-            if let Ok(bytes) = v.trim().parse::<u64>() {
-                if bytes < 1 << 60 {
-                    return Some(bytes);
-                }
-            }
-        }
+        let v = self.read("sys/fs/cgroup/memory/memory.limit_in_bytes")?;
+        // cgroup v1 writes a huge page-rounded number when there is no limit.
+        v.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&bytes| bytes < 1 << 60)
+    }
+
+    /// Physical memory: `MemTotal` in `/proc/meminfo`.
+    fn physical(&self) -> Option<u64> {
         let meminfo = self.read("proc/meminfo")?;
         let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
         kib.trim()
@@ -137,7 +151,7 @@ impl MemorySource {
             .trim()
             .parse::<u64>()
             .ok()
-            .map(|k| k * 1024)
+            .map(|k| k.saturating_mul(1024))
     }
 }
 
@@ -1046,6 +1060,46 @@ mod tests {
         let pct = parse_size("50%", &|| MemorySource::under(&v2).available()).unwrap();
         assert_eq!(pct, 512 << 20);
         for root in [v2, v2max, v1, v1none, nothing] {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
+    #[test]
+    fn a_cgroup_limit_above_physical_memory_gives_physical_memory() {
+        let meminfo = ("proc/meminfo", "MemTotal:       16384000 kB\n");
+        let ram = 16_384_000 * 1024;
+        // A container limited to 64 GiB on a host with 16 GB: only the 16 GB exist.
+        let v2 = tree(
+            "v2-above-ram",
+            &[("sys/fs/cgroup/memory.max", "68719476736\n"), meminfo],
+        );
+        assert_eq!(MemorySource::under(&v2).available(), Some(ram));
+        let v1 = tree(
+            "v1-above-ram",
+            &[
+                (
+                    "sys/fs/cgroup/memory/memory.limit_in_bytes",
+                    "68719476736\n",
+                ),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&v1).available(), Some(ram));
+        // 50% of the available memory is half the RAM, not 32 GiB.
+        let pct = parse_size("50%", &|| MemorySource::under(&v2).available()).unwrap();
+        assert_eq!(pct, ram / 2);
+        // Below the RAM, the cgroup limit still wins; with no meminfo, the cgroup limit alone.
+        let below = tree(
+            "v2-below-ram",
+            &[("sys/fs/cgroup/memory.max", "1073741824\n"), meminfo],
+        );
+        assert_eq!(MemorySource::under(&below).available(), Some(1 << 30));
+        let no_ram = tree(
+            "v2-no-meminfo",
+            &[("sys/fs/cgroup/memory.max", "68719476736\n")],
+        );
+        assert_eq!(MemorySource::under(&no_ram).available(), Some(64 << 30));
+        for root in [v2, v1, below, no_ram] {
             let _ = std::fs::remove_dir_all(root);
         }
     }
