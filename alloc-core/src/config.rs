@@ -14,9 +14,9 @@
 //! A size is a number (decimals allowed) and an optional unit: `B`, `KiB`, `MiB`, `GiB`, `TiB`
 //! (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), any case; or a percentage (above 0,
 //! at most 100) of the memory available to the process: the cgroup v2 `memory.max`, else the cgroup
-//! v1 `memory.limit_in_bytes`, else physical memory (a cgroup limit above physical memory gives
-//! physical memory). Whitespace around values and list items is
-//! ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
+//! v1 `memory.limit_in_bytes` (of the process's cgroup, or of an ancestor where that is smaller),
+//! else physical memory (a cgroup limit above physical memory gives physical memory). Whitespace
+//! around values and list items is ignored. Component names are 1 to 64 characters from `A-Z a-z 0-9 _ - . :`.
 //!
 //! A variable with the `MEMGOV_` prefix that memgov does not read ([`VARIABLES`] and
 //! [`OTHER_VARIABLES`]) is a misspelling: it is reported as malformed, with the nearest name memgov
@@ -102,8 +102,9 @@ impl MemorySource {
         }
     }
 
-    /// Reads from a copy of the file tree under `root` (`root/sys/fs/cgroup/memory.max`,
-    /// `root/sys/fs/cgroup/memory/memory.limit_in_bytes`, `root/proc/meminfo`), for tests.
+    /// Reads from a copy of the file tree under `root` (`root/proc/self/cgroup`,
+    /// `root/sys/fs/cgroup/<cgroup>/memory.max`,
+    /// `root/sys/fs/cgroup/memory/<cgroup>/memory.limit_in_bytes`, `root/proc/meminfo`), for tests.
     pub fn under(root: impl Into<PathBuf>) -> MemorySource {
         MemorySource { root: root.into() }
     }
@@ -112,34 +113,72 @@ impl MemorySource {
         std::fs::read_to_string(self.root.join(Path::new(path))).ok()
     }
 
-    /// The memory available to the process, in bytes.
+    /// The memory available to the process, in bytes: the smaller of its cgroup limit and
+    /// physical memory (a cgroup limit above physical memory cannot be reached).
+    ///
+    /// The cgroup limit is the process's own cgroup's (named in `/proc/self/cgroup`), or the
+    /// smallest of its ancestors' when that is smaller, as the kernel enforces it.
     ///
     /// ```
     /// assert!(alloc_core::MemorySource::system().available().unwrap() > 0);
     /// ```
-    /// A cgroup limit above physical memory cannot be reached: the smaller of the two is the
-    /// memory available.
     pub fn available(&self) -> Option<u64> {
-        match (self.cgroup_limit(), self.physical()) {
+        match (self.cgroup_memory_limit(), self.physical()) {
             (Some(limit), Some(ram)) => Some(limit.min(ram)),
             (limit, ram) => limit.or(ram),
         }
     }
 
-    /// The cgroup v2 `memory.max`, else the cgroup v1 `memory.limit_in_bytes`; `None` when
-    /// neither sets a limit.
-    fn cgroup_limit(&self) -> Option<u64> {
-        if let Some(v) = self.read("sys/fs/cgroup/memory.max") {
-            if let Ok(bytes) = v.trim().parse::<u64>() {
-                return Some(bytes);
+    /// The cgroup v2 `memory.max`, else the cgroup v1 `memory.limit_in_bytes`, of the process's
+    /// cgroup and its ancestors; `None` when none sets a limit.
+    fn cgroup_memory_limit(&self) -> Option<u64> {
+        self.cgroup_limit("sys/fs/cgroup", "memory.max", |c| c.is_empty())
+            .or_else(|| {
+                self.cgroup_limit("sys/fs/cgroup/memory", "memory.limit_in_bytes", |c| {
+                    c.split(',').any(|c| c == "memory")
+                })
+            })
+    }
+
+    /// The directories from the process's cgroup up to `mount`, innermost first. The cgroup is the
+    /// path on the line of `/proc/self/cgroup` whose controller list `mine` accepts; only `mount`
+    /// when there is no such line, or its path leaves the mount (`..`, from another namespace).
+    fn cgroup_dirs(&self, mount: &str, mine: impl Fn(&str) -> bool) -> Vec<String> {
+        let own = self.read("proc/self/cgroup").and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                mine(controllers).then(|| path.trim().to_string())
+            })
+        });
+        let parts: Vec<String> = own
+            .map(|path| {
+                path.split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut dirs = Vec::new();
+        if !parts.iter().any(|p| p == "." || p == "..") {
+            for depth in (1..=parts.len()).rev() {
+                dirs.push(format!("{mount}/{}", parts[..depth].join("/")));
             }
         }
-        let v = self.read("sys/fs/cgroup/memory/memory.limit_in_bytes")?;
-        // cgroup v1 writes a huge page-rounded number when there is no limit.
-        v.trim()
-            .parse::<u64>()
-            .ok()
+        dirs.push(mount.to_string());
+        dirs
+    }
+
+    /// The smallest limit in `file` over the process's cgroup and its ancestors under `mount`
+    /// (see [`cgroup_dirs`](Self::cgroup_dirs)); `None` when none of them sets one.
+    fn cgroup_limit(&self, mount: &str, file: &str, mine: impl Fn(&str) -> bool) -> Option<u64> {
+        self.cgroup_dirs(mount, mine)
+            .iter()
+            .filter_map(|dir| self.read(&format!("{dir}/{file}")))
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            // "max" (v2) does not parse; cgroup v1 writes a huge page-rounded number instead.
             .filter(|&bytes| bytes < 1 << 60)
+            .min()
     }
 
     /// Physical memory: `MemTotal` in `/proc/meminfo`.
@@ -1100,6 +1139,71 @@ mod tests {
         );
         assert_eq!(MemorySource::under(&no_ram).available(), Some(64 << 30));
         for root in [v2, v1, below, no_ram] {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
+    #[test]
+    fn the_limit_of_the_process_cgroup_and_its_ancestors_is_read() {
+        let meminfo = ("proc/meminfo", "MemTotal:       16384000 kB\n");
+        // A systemd service on a cgroup v2 host: the root cgroup has no memory.max; the service's
+        // own cgroup has no limit, its slice has 2 GiB.
+        let service = tree(
+            "v2-nested",
+            &[
+                ("proc/self/cgroup", "0::/system.slice/app.service\n"),
+                ("sys/fs/cgroup/system.slice/memory.max", "2147483648\n"),
+                ("sys/fs/cgroup/system.slice/app.service/memory.max", "max\n"),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&service).available(), Some(2 << 30));
+        // The process's own, smaller limit wins over its parent's.
+        let own = tree(
+            "v2-nested-own",
+            &[
+                ("proc/self/cgroup", "0::/system.slice/app.service\n"),
+                ("sys/fs/cgroup/system.slice/memory.max", "2147483648\n"),
+                (
+                    "sys/fs/cgroup/system.slice/app.service/memory.max",
+                    "1073741824\n",
+                ),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&own).available(), Some(1 << 30));
+        // cgroup v1: the memory controller's line names the cgroup; the root is unlimited.
+        let v1 = tree(
+            "v1-nested",
+            &[
+                (
+                    "proc/self/cgroup",
+                    "12:pids:/user.slice\n5:cpu,cpuacct:/user.slice\n4:memory:/user.slice/job\n",
+                ),
+                (
+                    "sys/fs/cgroup/memory/memory.limit_in_bytes",
+                    "9223372036854771712\n",
+                ),
+                (
+                    "sys/fs/cgroup/memory/user.slice/job/memory.limit_in_bytes",
+                    "536870912\n",
+                ),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&v1).available(), Some(512 << 20));
+        // A container with its own cgroup mounted at the root (no cgroup namespace): the path in
+        // /proc/self/cgroup does not exist under the mount, the root file is the container's.
+        let container = tree(
+            "v2-container",
+            &[
+                ("proc/self/cgroup", "0::/../docker/abc\n"),
+                ("sys/fs/cgroup/memory.max", "268435456\n"),
+                meminfo,
+            ],
+        );
+        assert_eq!(MemorySource::under(&container).available(), Some(256 << 20));
+        for root in [service, own, v1, container] {
             let _ = std::fs::remove_dir_all(root);
         }
     }
