@@ -3,9 +3,11 @@
 //! For each series (a component's live bytes, the process's thread count, a component's live
 //! blocks) a least-squares line is fitted against time. A series is flagged when the line rises
 //! faster than a minimum rate *and* fits well (coefficient of determination `r²` at least
-//! [`LeakConfig::min_fit`]) *and* the series really grew over the window. A sawtooth (a cache that
+//! [`LeakConfig::min_fit`]) *and* the series really grew over the window *and* it still grows in
+//! the window's recent half (at half the window's rate at least). A sawtooth (a cache that
 //! fills and is flushed) fits a line badly, a steady component has no slope, and both are left
-//! alone.
+//! alone. A sawtooth whose floor rises is a leak: when the series as a whole fits a line badly,
+//! the same tests are made on its troughs (at least five), and the finding gives the floor's rate.
 
 use crate::history::Sample;
 use alloc_core::ComponentId;
@@ -128,21 +130,45 @@ fn judge(
     if points.len() < config.min_samples {
         return None;
     }
-    let (slope, fit) = fit_line(&points)?;
-    let (from, to) = (points[0].1, points[points.len() - 1].1);
-    if slope >= min_rate && fit >= config.min_fit && to - from >= min_growth {
-        Some(LeakFinding {
-            kind,
-            rate_per_sec: slope,
-            fit,
-            from,
-            to,
-            samples: points.len(),
-            seconds: points[points.len() - 1].0,
-        })
-    } else {
-        None
-    }
+    let seconds = points[points.len() - 1].0;
+    let finding = |series: &[(f64, f64)]| {
+        let (slope, fit) = fit_line(series)?;
+        let (from, to) = (series[0].1, series[series.len() - 1].1);
+        // Growth that has stopped is not a leak: a cache that warmed up early in the window and
+        // has stayed full since still fits a rising line. The recent half must grow at half the
+        // rate too.
+        let still_growing =
+            fit_line(&series[series.len() / 2..]).is_some_and(|(recent, _)| recent >= slope / 2.0);
+        (slope >= min_rate && fit >= config.min_fit && to - from >= min_growth && still_growing)
+            .then_some(LeakFinding {
+                kind,
+                rate_per_sec: slope,
+                fit,
+                from,
+                to,
+                samples: points.len(),
+                seconds,
+            })
+    };
+    // A sawtooth whose floor rises fits a line badly when the teeth are tall next to the rise;
+    // its troughs, though, rise steadily.
+    finding(&points).or_else(|| {
+        let floor = troughs(&points);
+        (floor.len() >= MIN_TROUGHS)
+            .then(|| finding(&floor))
+            .flatten()
+    })
+}
+
+/// Troughs needed before the floor of a series is judged.
+const MIN_TROUGHS: usize = 5;
+
+/// The troughs of `points`: each point below the next one and not above the one before.
+fn troughs(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    (0..points.len().saturating_sub(1))
+        .filter(|&i| points[i].1 < points[i + 1].1 && (i == 0 || points[i].1 <= points[i - 1].1))
+        .map(|i| points[i])
+        .collect()
 }
 
 /// Looks for steady growth in `samples` (oldest first).
@@ -268,6 +294,38 @@ mod tests {
         assert!(detect_leaks(&s, &LeakConfig::default())
             .iter()
             .any(|f| f.kind == LeakKind::Bytes(c)));
+    }
+
+    #[test]
+    fn a_sawtooth_whose_floor_rises_slowly_is_flagged() {
+        let c = alloc_core::component("leak-test-slow-floor");
+        // A cache that fills by 100 KiB a second and is flushed every 10 s, on a floor that leaks
+        // 10 kB a second (1 MB over the window, ten times the minimum rate).
+        let s = series(100, c, |i| {
+            (
+                2_000_000 + i as u64 * 10_000 + (i % 10) as u64 * 102_400,
+                0,
+                8,
+            )
+        });
+        let found = detect_leaks(&s, &LeakConfig::default());
+        let floor = found
+            .iter()
+            .find(|f| f.kind == LeakKind::Bytes(c))
+            .unwrap_or_else(|| panic!("the rising floor is a leak: {found:?}"));
+        assert!((floor.rate_per_sec - 10_000.0).abs() < 500.0, "{floor}");
+    }
+
+    #[test]
+    fn growth_that_stopped_is_not_flagged() {
+        let c = alloc_core::component("leak-test-plateau");
+        // A cache that warms up by 100 kB a second for 60 s, then stays full for the last 40 s.
+        let s = series(100, c, |i| {
+            let warm = i.min(60) as u64;
+            (warm * 100_000 + noise(i, 2000), warm * 100, 8)
+        });
+        let found = detect_leaks(&s, &LeakConfig::default());
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
