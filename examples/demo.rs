@@ -84,8 +84,13 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 fn main() {
+    // The MEMGOV_ variables were read before main, and each malformed one printed then; init()
+    // returns them too, and starts the monitor thread if they asked for it.
     if let Err(errors) = memgov::init() {
-        eprintln!("memgov configuration: {errors}");
+        eprintln!(
+            "running without {} malformed MEMGOV_ variable(s)",
+            errors.0.len()
+        );
     }
     if memgov::budget("pages") == Limits::NONE {
         memgov::set_budget("pages", Limits::soft(8 << 20)).expect("a valid budget");

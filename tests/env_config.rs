@@ -2,8 +2,9 @@
 //! process, so each scenario runs in a child process (this binary re-executed with
 //! `ENV_CONFIG_CASE` and the variables set). Good values are applied by `init()`; a malformed
 //! variable makes `init()` return `ConfigErrors` naming the variable, its value and what was
-//! expected, nothing from it is applied and the good variables still are; without `init()`, the
-//! first use of the API applies the good variables and prints each error once to stderr.
+//! expected, nothing from it is applied and the good variables still are. The variables are read
+//! when the program starts, before `main`: a program that never calls memgov's API gets its limit
+//! too, each error is printed once to stderr then, and `init()` returns the same errors.
 //!
 //! The grammar of each variable is covered by the unit tests in `alloc-core/src/config.rs`.
 //! `harness = false`: the parent sets a fresh environment per child and reads its stderr.
@@ -169,6 +170,27 @@ fn child_code_first() {
     assert_eq!(memgov::emergency_reserve_stats().target_bytes, 2 * MIB);
 }
 
+/// No call into memgov's API before the allocations: the limit from the environment holds
+/// anyway (it was read before `main`), and the monitor starts with the first API use.
+fn child_no_api() {
+    let mut v: Vec<u8> = Vec::new();
+    assert!(
+        v.try_reserve(16 * MIB as usize).is_err(),
+        "MEMGOV_LIMIT=8MiB holds before any call into memgov"
+    );
+    assert!(v.try_reserve(MIB as usize).is_ok());
+    drop(v);
+    assert_eq!(memgov::process_limits(), Limits::hard(8 * MIB));
+    let start = std::time::Instant::now();
+    while !memgov::monitor_stats().running {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the monitor did not start with the first API use"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn child_lazy_read() {
     // No init(): reading limits is the first use of the API.
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
@@ -227,6 +249,7 @@ fn child(case: &str) -> ! {
         "lazy" => child_lazy(),
         "lazy-read" => child_lazy_read(),
         "misspelt" => child_misspelt(),
+        "no-api" => child_no_api(),
         "lazy-misspelt" => child_lazy_misspelt(),
         "code-first" => child_code_first(),
         other => panic!("unknown case {other:?}"),
@@ -269,6 +292,19 @@ fn ignoring_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Expects memgov's start-up lines for exactly these variables, in this order, once each.
+fn expect_reported(stderr: &str, vars: &[&str]) -> Result<(), String> {
+    let lines = ignoring_lines(stderr);
+    let named = |l: &&str, v: &str| l.starts_with(&format!("memgov: ignoring {v}="));
+    if lines.len() == vars.len() && lines.iter().zip(vars).all(|(l, v)| named(l, v)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected one line for each of {vars:?}, got {lines:?}"
+        ))
+    }
+}
+
 fn expect_silent(stderr: &str) -> Result<(), String> {
     match ignoring_lines(stderr).as_slice() {
         [] => Ok(()),
@@ -302,7 +338,11 @@ fn a_malformed_variable_is_reported_and_skipped_while_good_ones_apply() -> Resul
             ("MEMGOV_EMERGENCY_RESERVE", "lots"),
         ],
     )?;
-    expect_silent(&stderr)
+    // Printed when the program started, before init() returned them too.
+    expect_reported(
+        &stderr,
+        &["MEMGOV_LIMIT", "MEMGOV_BUDGETS", "MEMGOV_EMERGENCY_RESERVE"],
+    )
 }
 
 fn a_soft_limit_above_the_hard_one_leaves_the_hard_one_applied() -> Result<(), String> {
@@ -310,7 +350,7 @@ fn a_soft_limit_above_the_hard_one_leaves_the_hard_one_applied() -> Result<(), S
         "soft-above-hard",
         &[("MEMGOV_LIMIT", "1GiB"), ("MEMGOV_SOFT_LIMIT", "2GiB")],
     )?;
-    expect_silent(&stderr)
+    expect_reported(&stderr, &["MEMGOV_SOFT_LIMIT"])
 }
 
 fn without_init_the_first_api_use_prints_each_error_once() -> Result<(), String> {
@@ -336,8 +376,8 @@ fn a_misspelt_variable_is_reported_and_the_http_address_is_not() -> Result<(), S
         ("MEMGOV_SOFT_LIMIT", "1GiB"),
         ("MEMGOV_HTTP_ADDR", "127.0.0.1:0"),
     ];
-    expect_silent(&run_child("misspelt", &vars)?)?;
-    // Without init(), the first use of the API prints it.
+    expect_reported(&run_child("misspelt", &vars)?, &["MEMGOV_LIMT"])?;
+    // Without init() the line is the same, printed when the program starts.
     let stderr = run_child("lazy-misspelt", &vars)?;
     let prefix = "memgov: ignoring MEMGOV_LIMT=\"1GiB\": expected one of the variables memgov \
                   reads (did you mean MEMGOV_LIMIT?): MEMGOV_LIMIT, ";
@@ -347,6 +387,11 @@ fn a_misspelt_variable_is_reported_and_the_http_address_is_not() -> Result<(), S
             "expected one line starting with {prefix:?}; stderr:\n{stderr}"
         )),
     }
+}
+
+fn a_program_that_only_installs_the_governor_gets_its_limit() -> Result<(), String> {
+    let stderr = run_child("no-api", &[("MEMGOV_LIMIT", "8MiB")])?;
+    expect_silent(&stderr)
 }
 
 fn without_init_reading_limits_first_applies_the_environment() -> Result<(), String> {
@@ -386,7 +431,12 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
     Ok(())
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
+    (
+        "a_program_that_only_installs_the_governor_gets_its_limit",
+        a_program_that_only_installs_the_governor_gets_its_limit,
+        None,
+    ),
     (
         "a_misspelt_variable_is_reported_and_the_http_address_is_not",
         a_misspelt_variable_is_reported_and_the_http_address_is_not,

@@ -24,10 +24,17 @@
 //!
 //! Every malformed variable is reported with its name, its value and what was expected, and
 //! nothing from it is applied; the others still are (a soft limit above the hard one is reported
-//! against `MEMGOV_SOFT_LIMIT`, and the hard limit alone is applied). [`init`] returns the errors;
-//! the first use of memgov's API (entering a scope, setting or reading a limit or a pressure
-//! level, registering a callback, reading figures) reads the variables too and prints each error
-//! once to stderr. Limits set in code after that replace those from the environment.
+//! against `MEMGOV_SOFT_LIMIT`, and the hard limit alone is applied).
+//!
+//! On Linux the variables are read when the program starts, before `main` (a constructor in
+//! `.init_array`), so a program that only installs the governor gets its limits too; each error is
+//! printed once to stderr then, and [`init`] returns the same errors. Elsewhere, and should the
+//! constructor not run, [`init`] or the first use of memgov's API (entering a scope, setting or
+//! reading a limit or a pressure level, registering a callback, reading figures) reads them. The
+//! monitor thread (pressure callbacks, the emergency reserve, the soft-limit responder that
+//! `MEMGOV_SOFT_LIMIT` turns on) is not started before `main`: [`init`] or the first use of the API
+//! starts it. Call [`init`] at the start of `main` to have it running from there. Limits set in
+//! code replace those from the environment.
 
 use crate::budget::{self, Limits};
 use crate::monitor;
@@ -653,15 +660,40 @@ static INIT: OnceLock<Result<(), ConfigErrors>> = OnceLock::new();
 /// alloc_core::init().unwrap();
 /// ```
 pub fn init() -> Result<(), ConfigErrors> {
-    INIT.get_or_init(|| apply_env(&MemorySource::system()))
-        .clone()
+    let result = INIT.get_or_init(|| apply_env(&MemorySource::system()));
+    monitor::end_deferral();
+    result.clone()
+}
+
+/// Reads the variables when the program starts, before `main`, so that a program that only
+/// installs the governor gets its `MEMGOV_` limits too (on Linux, from `.init_array`, as the C
+/// library runs constructors). Errors are printed then. The monitor thread is not started before
+/// `main`: the first use of memgov's API, or [`init`], starts it if the variables asked for it.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static READ_AT_START: extern "C" fn() = read_at_start;
+
+#[cfg(target_os = "linux")]
+extern "C" fn read_at_start() {
+    monitor::defer_start();
+    // Nothing may unwind out of a constructor; a panic here leaves the variables unread, and the
+    // first use of the API reads them again.
+    let _ = std::panic::catch_unwind(read_and_report);
 }
 
 /// The lazy path: reads the variables on first use and prints errors once.
 pub(crate) fn ensure_init() {
     if INIT.get().is_some() {
+        monitor::end_deferral();
         return;
     }
+    read_and_report();
+    monitor::end_deferral();
+}
+
+/// Reads the variables unless that was done, and prints the errors if this call read them.
+fn read_and_report() {
     let mut fresh = false;
     let result = INIT.get_or_init(|| {
         fresh = true;

@@ -26,8 +26,8 @@ use crate::emergency_reserve;
 use crate::pressure::{self, Level, PressureEvent};
 use crate::registry::{self, ComponentId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -135,8 +135,41 @@ pub fn start_monitor() {
     start_monitor_thread();
 }
 
+/// Set while the environment is read before `main`: the monitor is not started then (a program
+/// may fork before it does anything else, and keep no thread started before); a start asked for
+/// meanwhile waits for [`end_deferral`].
+static DEFERRING: AtomicBool = AtomicBool::new(false);
+/// A start asked for while [`DEFERRING`].
+static START_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// Holds back the monitor's start until [`end_deferral`] (the environment reader, before `main`).
+pub(crate) fn defer_start() {
+    DEFERRING.store(true, Relaxed);
+}
+
+/// Ends [`defer_start`]: starts the monitor if something asked for it meanwhile. Called by every
+/// use of memgov's API (through `ensure_init`), so one load when there is nothing to do.
+#[inline]
+pub(crate) fn end_deferral() {
+    if DEFERRING.load(Relaxed) {
+        end_deferral_now();
+    }
+}
+
+#[cold]
+fn end_deferral_now() {
+    DEFERRING.store(false, Relaxed);
+    if START_WANTED.swap(false, Relaxed) {
+        start_monitor_thread();
+    }
+}
+
 /// [`start_monitor`] without reading the environment first (the environment reader may start it).
 pub(crate) fn start_monitor_thread() {
+    if DEFERRING.load(Relaxed) {
+        START_WANTED.store(true, Relaxed);
+        return;
+    }
     let mut started = lock(&START);
     if *started {
         return;
