@@ -25,7 +25,9 @@ static CORRUPT_TAGS: AtomicU64 = AtomicU64::new(0);
 ///
 /// All four `GlobalAlloc` methods are forwarded to the inner allocator (a `realloc` stays a
 /// `realloc`, so jemalloc can grow a block in place, and `alloc_zeroed` stays a calloc). Each block
-/// carries a 2-byte component tag after the requested bytes (see the README's design section).
+/// carries a 2-byte component tag: after the requested bytes (in the size class's slack), or, for
+/// a request that fills its jemalloc class, in a shadow table indexed by the block's address (see
+/// the README's design section).
 ///
 /// The accounting is process-wide: install one `Governor` as the global allocator.
 ///

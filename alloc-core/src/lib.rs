@@ -105,7 +105,7 @@ pub use stats::{
 pub use tag::{tag_shift, SizeClasses, SMALL_LIMIT, TAG_BYTES};
 
 /// A thread folds a component's batched statistics into the shared counters every this many
-/// allocations, frees or reallocs.
+/// operations of one kind (allocations, frees or reallocs, each counted on its own).
 pub const BATCH_OPS: u64 = thread::FLUSH_OPS;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_SCOPE_DEPTH: usize = thread::MAX_DEPTH;

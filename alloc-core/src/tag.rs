@@ -8,11 +8,12 @@
 //!
 //! * **Trailer** (the common case): two bytes right after the requested ones; the inner allocator is
 //!   asked for `size + 2`. jemalloc rounds each request up to a size class (8, 16, 32, 48, ..., then
-//!   four classes per doubling), so whenever `size` is not itself a class, `size + 2` lands in the
-//!   same class and the tag costs no memory and no time. Over an allocator whose classes memgov does
+//!   four classes per doubling), so whenever `size` is at least 2 bytes below its class, `size + 2`
+//!   lands in the same class and the tag costs no memory and no time (classes under 16 bytes take
+//!   a trailer even where it moves them up a class). Over an allocator whose classes memgov does
 //!   not know (the system allocator), the trailer is always used.
-//! * **Shadow** (jemalloc, request exactly a class of 16 bytes or more): the inner allocator is asked
-//!   for exactly `size`, and the tag goes into a shadow table indexed by address: every block of a
+//! * **Shadow** (jemalloc, request exactly a class of 16 bytes or more, or one byte short of one):
+//!   the inner allocator is asked for exactly `size`, and the tag goes into a shadow table indexed by address: every block of a
 //!   class starts on a multiple of the class's granule (16 B below 1 KiB, 256 B up to 16 KiB,
 //!   16 KiB for the larger classes, whose blocks are at least that far apart), so
 //!   `address >> log2(granule)` names one entry per block. The tables are one `MAP_NORESERVE`
