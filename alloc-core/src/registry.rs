@@ -255,8 +255,9 @@ pub fn registered_components() -> usize {
     COUNT.load(Ordering::Acquire)
 }
 
-/// How many names were refused because the registry was full (they count as
-/// [`ComponentId::OVERFLOW`]).
+/// How many times a name was refused because the registry was full (those names count as
+/// [`ComponentId::OVERFLOW`]). Each refused lookup counts, so a name refused again (a scope entered
+/// in a loop) counts again: a sign of how much is going to "overflow", not a number of names.
 ///
 /// ```
 /// assert_eq!(alloc_core::refused_names(), 0);
