@@ -83,9 +83,31 @@ impl fmt::Display for LeakFinding {
         };
         write!(
             f,
-            "{what} grow by {:.1} {unit}/s: {} -> {} over {:.1} s ({} samples, fit r\u{b2} = {:.2})",
-            self.rate_per_sec, self.from, self.to, self.seconds, self.samples, self.fit
+            "{what} grow by {} {unit}/s: {} -> {} over {:.1} s ({} samples, fit r\u{b2} = {:.2})",
+            Rate(self.rate_per_sec),
+            self.from,
+            self.to,
+            self.seconds,
+            self.samples,
+            self.fit
         )
+    }
+}
+
+/// A rate with three significant digits or more: a slow leak of 0.06 threads a second reads
+/// 0.0600, not 0.1.
+struct Rate(f64);
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = match self.0.abs() {
+            r if r >= 100.0 => 0,
+            r if r >= 10.0 => 1,
+            r if r >= 1.0 => 2,
+            r if r > 0.0 => (2.0 - r.log10().floor()).min(12.0) as usize,
+            _ => 0,
+        };
+        write!(f, "{:.*}", digits, self.0)
     }
 }
 
@@ -314,6 +336,17 @@ mod tests {
             .find(|f| f.kind == LeakKind::Bytes(c))
             .unwrap_or_else(|| panic!("the rising floor is a leak: {found:?}"));
         assert!((floor.rate_per_sec - 10_000.0).abs() < 500.0, "{floor}");
+    }
+
+    #[test]
+    fn rates_keep_three_significant_digits() {
+        let shown = |r: f64| Rate(r).to_string();
+        assert_eq!(shown(65_432.1), "65432");
+        assert_eq!(shown(12.345), "12.3");
+        assert_eq!(shown(1.2345), "1.23");
+        assert_eq!(shown(0.06), "0.0600");
+        assert_eq!(shown(0.00123), "0.00123");
+        assert_eq!(shown(0.0), "0");
     }
 
     #[test]
