@@ -26,8 +26,14 @@ pub struct HealthReport {
     pub recommendations: Vec<String>,
 }
 
-/// Fragmentation above which [`health`] recommends compaction.
+/// Fragmentation above which [`health`] recommends compaction (with at least
+/// [`WASTE_ALERT_BYTES`] at stake).
 pub const FRAGMENTATION_ALERT: f64 = 1.5;
+
+/// Bytes that must be at stake (active − allocated, or resident − active) before a ratio past
+/// [`FRAGMENTATION_ALERT`] makes [`health`] recommend compaction: a small process has high ratios
+/// from jemalloc's own metadata and a few kept pages, and nothing worth a compaction to win.
+pub const WASTE_ALERT_BYTES: u64 = 16 << 20;
 
 /// Shadow tag tables above this many bytes, and above a quarter of the live bytes, make [`health`]
 /// recommend compaction: they mostly describe memory freed since (a table holds at most 1/8 of
@@ -47,7 +53,9 @@ pub fn health() -> HealthReport {
     let mut top = alloc_core::snapshot().components;
     top.sort_by_key(|c| std::cmp::Reverse(c.live_bytes));
     top.truncate(5);
-    let (fragmentation, resident_ratio) = jemalloc_ratios();
+    let figures = jemalloc_figures();
+    let fragmentation = figures.map(|f| ratio(f.active, f.allocated));
+    let resident_ratio = figures.map(|f| ratio(f.resident, f.active));
     let mut recommendations = Vec::new();
     match level {
         Level::Critical => recommendations
@@ -64,15 +72,8 @@ pub fn health() -> HealthReport {
             reserve.held_bytes, reserve.full_bytes
         ));
     }
-    if let Some(f) = fragmentation.filter(|&f| f >= FRAGMENTATION_ALERT) {
-        recommendations.push(format!(
-            "fragmentation {f:.2}: run memgov::jemalloc::compact()"
-        ));
-    }
-    if let Some(r) = resident_ratio.filter(|&r| r >= FRAGMENTATION_ALERT) {
-        recommendations.push(format!(
-            "resident memory is {r:.2}x the active memory: freed pages are kept; compact() or a soft limit returns them"
-        ));
+    if let Some(f) = figures {
+        recommendations.extend(compaction_advice(f));
     }
     let shadow_table_bytes = alloc_core::shadow_resident_bytes();
     let live = alloc_core::global_stats().live_bytes;
@@ -95,17 +96,95 @@ pub fn health() -> HealthReport {
     }
 }
 
+/// jemalloc's figures the health report judges, in bytes.
+#[derive(Clone, Copy, Debug)]
+struct JemallocFigures {
+    allocated: u64,
+    active: u64,
+    resident: u64,
+}
+
 #[cfg(feature = "jemalloc")]
-fn jemalloc_ratios() -> (Option<f64>, Option<f64>) {
-    match alloc_jemalloc::stats() {
-        Ok(s) => (Some(s.fragmentation()), Some(s.resident_ratio())),
-        Err(_) => (None, None),
-    }
+fn jemalloc_figures() -> Option<JemallocFigures> {
+    alloc_jemalloc::stats().ok().map(|s| JemallocFigures {
+        allocated: s.allocated,
+        active: s.active,
+        resident: s.resident,
+    })
 }
 
 #[cfg(not(feature = "jemalloc"))]
-fn jemalloc_ratios() -> (Option<f64>, Option<f64>) {
-    (None, None)
+fn jemalloc_figures() -> Option<JemallocFigures> {
+    None
+}
+
+/// `part / whole`, 1.0 for an empty whole (as jemalloc's own ratios).
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// What to do about fragmentation and kept pages: advice only where a ratio passes
+/// [`FRAGMENTATION_ALERT`] and [`WASTE_ALERT_BYTES`] are at stake.
+fn compaction_advice(f: JemallocFigures) -> Vec<String> {
+    let mut advice = Vec::new();
+    let fragmentation = ratio(f.active, f.allocated);
+    if fragmentation >= FRAGMENTATION_ALERT
+        && f.active.saturating_sub(f.allocated) >= WASTE_ALERT_BYTES
+    {
+        advice.push(format!(
+            "fragmentation {fragmentation:.2}: run memgov::jemalloc::compact()"
+        ));
+    }
+    let kept = ratio(f.resident, f.active);
+    if kept >= FRAGMENTATION_ALERT && f.resident.saturating_sub(f.active) >= WASTE_ALERT_BYTES {
+        advice.push(format!(
+            "resident memory is {kept:.2}x the active memory: freed pages are kept; compact() or a soft limit returns them"
+        ));
+    }
+    advice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn figures(allocated: u64, active: u64, resident: u64) -> JemallocFigures {
+        JemallocFigures {
+            allocated,
+            active,
+            resident,
+        }
+    }
+
+    #[test]
+    fn a_small_process_gets_no_compaction_advice_for_high_ratios() {
+        // The demo's figures, about: 1.51x resident over active, 5 MiB at stake.
+        assert!(compaction_advice(figures(9 * MIB, 10 * MIB, 15 * MIB)).is_empty());
+        assert!(compaction_advice(figures(2 * MIB, 6 * MIB, 6 * MIB)).is_empty());
+    }
+
+    #[test]
+    fn a_large_waste_gets_advice_with_its_ratio() {
+        let advice = compaction_advice(figures(100 * MIB, 162 * MIB, 170 * MIB));
+        assert_eq!(
+            advice,
+            ["fragmentation 1.62: run memgov::jemalloc::compact()"]
+        );
+        let advice = compaction_advice(figures(100 * MIB, 110 * MIB, 200 * MIB));
+        assert_eq!(advice.len(), 1);
+        assert!(
+            advice[0].starts_with("resident memory is 1.82x"),
+            "{advice:?}"
+        );
+        // Ratios under the alert give nothing, whatever the bytes.
+        assert!(compaction_advice(figures(1000 * MIB, 1400 * MIB, 1900 * MIB)).is_empty());
+    }
 }
 
 impl fmt::Display for HealthReport {

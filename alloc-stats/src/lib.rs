@@ -42,7 +42,7 @@ mod sizes;
 
 pub use diff::{snapshot, ComponentDelta, Diff, StatsSnapshot};
 pub use export::{to_json, to_prometheus, to_table};
-pub use health::{health, HealthReport, FRAGMENTATION_ALERT};
+pub use health::{health, HealthReport, FRAGMENTATION_ALERT, WASTE_ALERT_BYTES};
 pub use history::{history, start_history, stop_history, HistoryConfig, Sample};
 pub use leaks::{detect_leaks, fit_line, LeakConfig, LeakFinding, LeakKind};
 pub use sizes::{
