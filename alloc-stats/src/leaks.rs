@@ -28,6 +28,8 @@ pub struct LeakConfig {
     pub min_threads_per_sec: f64,
     /// Live blocks per second a component must grow by. Default 10.
     pub min_blocks_per_sec: f64,
+    /// Growth over the window, in live blocks, below which nothing is flagged. Default 100.
+    pub min_growth_blocks: u64,
 }
 
 impl Default for LeakConfig {
@@ -39,6 +41,7 @@ impl Default for LeakConfig {
             min_growth_bytes: 64 * 1024,
             min_threads_per_sec: 0.05,
             min_blocks_per_sec: 10.0,
+            min_growth_blocks: 100,
         }
     }
 }
@@ -221,7 +224,7 @@ pub fn detect_leaks(samples: &[Sample], config: &LeakConfig) -> Vec<LeakFinding>
             samples,
             |s| Some(s.blocks_of(c) as f64),
             config.min_blocks_per_sec,
-            config.min_blocks_per_sec,
+            config.min_growth_blocks as f64,
             config,
         ));
     }
@@ -336,6 +339,23 @@ mod tests {
             .find(|f| f.kind == LeakKind::Bytes(c))
             .unwrap_or_else(|| panic!("the rising floor is a leak: {found:?}"));
         assert!((floor.rate_per_sec - 10_000.0).abs() < 500.0, "{floor}");
+    }
+
+    #[test]
+    fn a_few_blocks_more_in_a_short_window_are_not_a_leak() {
+        let c = alloc_core::component("leak-test-few-blocks");
+        // 11 blocks a second for 9 s: fast enough, a perfect line, but 99 blocks in all.
+        let s = series(10, c, |i| (1_000_000, 1000 + 11 * i as u64, 8));
+        let found = detect_leaks(&s, &LeakConfig::default());
+        assert!(found.is_empty(), "{found:?}");
+        // With a lower floor for the growth, the same series is flagged.
+        let low = LeakConfig {
+            min_growth_blocks: 50,
+            ..LeakConfig::default()
+        };
+        assert!(detect_leaks(&s, &low)
+            .iter()
+            .any(|f| f.kind == LeakKind::Blocks(c)));
     }
 
     #[test]
