@@ -175,6 +175,15 @@ impl Record {
 struct Block {
     /// Bytes this thread has charged to the process budget and not yet spent.
     credit: AtomicI64,
+    /// `base - credit` is the live delta of the block's batch, every component together, as
+    /// [`Record::base`] is for one component: charging or returning process credit moves it
+    /// (and `low`) with `credit` ([`Block::move_credit`]); a flush resets it to `credit`.
+    base: AtomicI64,
+    /// The lowest `credit` after an allocation in this batch, moved with `base`: `base - low` is
+    /// the highest live delta of the thread, every component together (its contribution to the
+    /// process-wide peak, which the components' own highs cannot give: they may have peaked at
+    /// different times, or together).
+    low: AtomicI64,
     /// The limit epoch ([`budget::LIMIT_EPOCH`]) the credits were charged under. A limit change
     /// makes every thread hand its credit back before it spends any more.
     epoch: AtomicU64,
@@ -197,6 +206,42 @@ impl Block {
     fn record(&self, comp: u16) -> &Record {
         // CAPACITY is a power of two and every id is below it; the mask keeps this branch-free.
         &self.records[comp as usize & (CAPACITY - 1)]
+    }
+
+    /// Owner only: process credit charged (`by > 0`) or handed back (`by < 0`). Nothing goes live
+    /// or dies, so `base` and `low` move with it.
+    /// A reader racing this may see a high below the truth for an instant, never above (see
+    /// [`high`](Self::high)): `low` rises before `base`, and `base` falls before `low`.
+    fn move_credit(&self, by: i64) {
+        let (base, low) = (self.base.load(Relaxed), self.low.load(Relaxed));
+        if by >= 0 {
+            self.low.store(low.wrapping_add(by), Relaxed);
+            self.base.store(base.wrapping_add(by), Release);
+        } else {
+            self.base.store(base.wrapping_add(by), Relaxed);
+            self.low.store(low.wrapping_add(by), Release);
+        }
+        self.credit
+            .store(self.credit.load(Relaxed).wrapping_add(by), Relaxed);
+    }
+
+    /// Owner only: notes the process credit left after an allocation spent from it (for the
+    /// process-wide peak).
+    #[inline(always)]
+    fn note_low(&self, credit: i64) {
+        if credit < self.low.load(Relaxed) {
+            self.low.store(credit, Relaxed);
+        }
+    }
+
+    /// The highest live delta of the block's batch, every component together.
+    /// Any thread: `base` on both sides of `low`, keeping the lower, as [`Record::read`] does, so
+    /// that a racing [`move_credit`](Self::move_credit) never makes it look higher than it is.
+    fn high(&self) -> i64 {
+        let before = self.base.load(Acquire);
+        let low = self.low.load(Acquire);
+        let base = before.min(self.base.load(Acquire));
+        base.wrapping_sub(low).max(0)
     }
 
     /// Owner only: puts `comp` on the dirty list if it is not there yet.
@@ -242,6 +287,12 @@ impl Block {
                 r.listed.store(0, Relaxed);
             }
         }
+        // The thread's own high, every component together: composing the records' highs in list
+        // order would guess at how their operations interleaved.
+        total.high = self.high();
+        let credit = self.credit.load(Relaxed);
+        self.base.store(credit, Relaxed);
+        self.low.store(credit, Relaxed);
         counters::apply_global(&total);
         self.dirty_len.store(kept, Release);
         counters::flush_end();
@@ -260,7 +311,9 @@ impl Block {
             r.listed.store(0, Relaxed);
         }
         self.dirty_len.store(0, Release);
-        let credit = emergency_reserve::keep(self.credit.swap(0, Relaxed));
+        let credit = self.credit.load(Relaxed);
+        self.move_credit(credit.wrapping_neg());
+        let credit = emergency_reserve::keep(credit);
         budget::process_entity().uncharge(credit);
     }
 
@@ -322,6 +375,7 @@ impl Block {
         };
         r.move_credit(got_c);
         r.credit.store(c + got_c - size, Relaxed);
+        self.move_credit(got_g);
         self.credit.store(g + got_g - size, Relaxed);
         if budget::ANY_LIMIT.load(Relaxed) {
             if got_c > 0 {
@@ -386,7 +440,7 @@ impl Block {
         }
         let g = self.credit.load(Relaxed);
         if g > MAX_CREDIT {
-            self.credit.store(CREDIT_CHUNK, Relaxed);
+            self.move_credit(CREDIT_CHUNK - g);
             budget::process_entity().uncharge(emergency_reserve::keep(g - CREDIT_CHUNK));
             if budget::ANY_LIMIT.load(Relaxed) {
                 pressure::evaluate(Scope::Process);
@@ -426,6 +480,7 @@ impl Block {
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
         bump(&r.allocated, size);
         r.note_low(c);
+        self.note_low(g);
         true
     }
 
@@ -487,6 +542,7 @@ impl Block {
         let r = self.record(comp);
         bump(&r.allocated, size);
         r.note_low(r.credit.load(Relaxed));
+        self.note_low(self.credit.load(Relaxed));
         let before = r.allocs.load(Relaxed);
         r.allocs
             .store(before + 1 + ((trailer as u64) << 32), Relaxed);
@@ -534,6 +590,7 @@ impl Block {
         if new >= old {
             bump(&r.allocated, new - old);
             r.note_low(r.credit.load(Relaxed));
+            self.note_low(self.credit.load(Relaxed));
         } else {
             self.credit_back(comp, old - new);
         }
@@ -989,9 +1046,7 @@ pub(crate) fn give_credit(comp: u16, bytes: u64) -> bool {
     }
     block.list(comp);
     block.record(comp).move_credit(bytes as i64);
-    block
-        .credit
-        .store(block.credit.load(Relaxed) + bytes as i64, Relaxed);
+    block.move_credit(bytes as i64);
     true
 }
 
@@ -1091,8 +1146,16 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
             None => {
                 let n = block.dirty_len.load(Acquire).min(CAPACITY);
                 for entry in &block.dirty[..n] {
-                    add(block.record(entry.load(Relaxed)).read());
+                    // The thread's high is its block's, every component together.
+                    add(Delta {
+                        high: 0,
+                        ..block.record(entry.load(Relaxed)).read()
+                    });
                 }
+                add(Delta {
+                    high: block.high(),
+                    ..Delta::default()
+                });
             }
         }
     }
