@@ -58,7 +58,9 @@ impl SizeHistogram {
         }
         // The smallest bucket holding at least `p`% of the counts, walked on our own buckets so the
         // answer is exactly a bucket floor.
-        let rank = ((p.clamp(0.0, 100.0) / 100.0 * count as f64).ceil() as u64).max(1);
+        // `p * count` first: for a whole `p` it is exact, and so is its division by 100 when the
+        // rank is whole (`p / 100 * count` is not: 7 / 100 * 100 is 7.000000000000001).
+        let rank = ((p.clamp(0.0, 100.0) * count as f64 / 100.0).ceil() as u64).max(1);
         let mut seen = 0;
         for (b, &n) in self.buckets.iter().enumerate() {
             seen += n;
