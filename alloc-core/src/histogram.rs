@@ -15,8 +15,8 @@
 
 use crate::registry::CAPACITY;
 use std::ptr;
-use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
 
 /// Buckets per histogram: sizes 0..=3 exactly, then four per power of two up to 2^41.
 pub const BUCKETS: usize = 160;
@@ -93,6 +93,13 @@ impl Counts {
         b.store(b.load(Relaxed) + 1, Relaxed);
     }
 
+    /// Any thread: counts one size with an atomic add (the shared histograms of operations made
+    /// without a thread block).
+    fn record_atomic(&self, comp: u16, kind: usize, size: u64) {
+        let comp = comp as usize & (CAPACITY - 1);
+        self.buckets[comp][kind & 1][histogram_bucket(size)].fetch_add(1, Relaxed);
+    }
+
     fn add_to(&self, comp: usize, kind: usize, out: &mut [u64; BUCKETS]) {
         for (o, b) in out.iter_mut().zip(&self.buckets[comp][kind & 1]) {
             *o += b.load(Relaxed);
@@ -119,6 +126,42 @@ pub(crate) fn new_counts() -> *mut Counts {
     } else {
         mem.cast()
     }
+}
+
+/// The histograms of operations made without a thread block (before a thread has one, while it
+/// is being set up, after the thread's exit hook handed it back, or when none could be made):
+/// shared by every thread, made on the first such operation; null until then.
+static SHARED: AtomicPtr<Counts> = AtomicPtr::new(ptr::null_mut());
+
+/// Counts one size of an operation made without a thread block (cold: a thread makes few such
+/// operations). Never allocates: the shared histograms come from `mmap`; if that fails, the
+/// size goes uncounted.
+#[cold]
+#[inline(never)]
+pub(crate) fn record_shared(comp: u16, kind: usize, size: u64) {
+    let mut h = SHARED.load(Acquire);
+    if h.is_null() {
+        let made = new_counts();
+        if made.is_null() {
+            return;
+        }
+        h = match SHARED.compare_exchange(ptr::null_mut(), made, AcqRel, Acquire) {
+            Ok(_) => made,
+            Err(winner) => {
+                // SAFETY: `made` is the mapping made above, never published.
+                unsafe { libc::munmap(made.cast(), std::mem::size_of::<Counts>()) };
+                winner
+            }
+        };
+    }
+    // SAFETY: a published mapping, never unmapped.
+    unsafe { &*h }.record_atomic(comp, kind, size);
+}
+
+/// The shared histograms of operations made without a thread block, once there were any.
+pub(crate) fn shared() -> Option<&'static Counts> {
+    // SAFETY: a non-null `SHARED` is a mapping never unmapped.
+    unsafe { SHARED.load(Acquire).as_ref() }
 }
 
 /// The merged histogram of `comp` (`kind` 0: allocation sizes, 1: realloc sizes): the sum of

@@ -1093,6 +1093,13 @@ pub(crate) fn uncharge_direct(comp: u16, size: u64) {
 #[cold]
 #[inline(never)]
 pub(crate) fn record_direct(comp: u16, op: Op) {
+    if histogram::ENABLED.load(Relaxed) {
+        match op {
+            Op::Alloc { size, .. } => histogram::record_shared(comp, 0, size),
+            Op::Realloc { new, .. } => histogram::record_shared(comp, 1, new),
+            Op::Free { .. } => {}
+        }
+    }
     match op {
         Op::Free { size, .. } => uncharge_direct(comp, size),
         Op::Realloc { old, new, .. } if new < old => uncharge_direct(comp, old - new),
@@ -1162,13 +1169,16 @@ pub(crate) fn pending(comp: Option<u16>) -> Delta {
     sum
 }
 
-/// The merged size histogram of `comp` (`kind` 0: allocations, 1: reallocs), over every block:
-/// a block's counts stay with it after its thread exits.
+/// The merged size histogram of `comp` (`kind` 0: allocations, 1: reallocs), over every block
+/// (a block's counts stay with it after its thread exits) and the shared histograms of operations
+/// made without one.
 pub(crate) fn histogram(comp: u16, kind: usize) -> [u64; histogram::BUCKETS] {
-    let all = blocks().filter_map(|b| {
-        // SAFETY: a non-null `hist` is a mapping never unmapped.
-        unsafe { b.hist.load(Acquire).as_ref() }
-    });
+    let all = blocks()
+        .filter_map(|b| {
+            // SAFETY: a non-null `hist` is a mapping never unmapped.
+            unsafe { b.hist.load(Acquire).as_ref() }
+        })
+        .chain(histogram::shared());
     histogram::merged(comp, kind, all)
 }
 
