@@ -69,8 +69,16 @@ pub fn histogram_bucket(size: u64) -> usize {
     (4 + (octave - 2) * 4 + sub).min(BUCKETS - 1)
 }
 
-/// The smallest size in a bucket.
+/// The smallest size in a bucket. Buckets run from 0 to `BUCKETS - 1` (the last one holds every
+/// larger size too); a number past them gives the last bucket's floor.
+///
+/// ```
+/// use alloc_core::{histogram_bucket_floor, HISTOGRAM_BUCKETS};
+/// let last = histogram_bucket_floor(HISTOGRAM_BUCKETS - 1);
+/// assert_eq!(histogram_bucket_floor(usize::MAX), last);
+/// ```
 pub fn histogram_bucket_floor(bucket: usize) -> u64 {
+    let bucket = bucket.min(BUCKETS - 1);
     if bucket < 4 {
         return bucket as u64;
     }
