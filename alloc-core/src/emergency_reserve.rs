@@ -165,7 +165,17 @@ pub(crate) fn draw(bytes: i64) -> bool {
     if bytes == 0 || !uses_reserve() {
         return false;
     }
-    let taken = HELD.fetch_update(Relaxed, Relaxed, |held| held.checked_sub(bytes));
+    let process = budget::process_entity();
+    let Some(hard) = process.limits().hard else {
+        return false;
+    };
+    // The held bytes are charged, so a draw passes no limit while the charged bytes are within it.
+    // After the limit was lowered below them, the reserve gives only what keeps the charged bytes
+    // it does not hold (live bytes and credit) within the new limit: usage must not rise there.
+    let taken = HELD.fetch_update(Relaxed, Relaxed, |held| {
+        let after = held.checked_sub(bytes)?;
+        (process.charged().saturating_sub(after) <= hard).then_some(after)
+    });
     if taken.is_err() {
         return false;
     }
