@@ -92,6 +92,38 @@ fn child_callback_in_full_component() {
     println!("callback formatted {} bytes", FORMATTED.load(Relaxed));
 }
 
+/// A panic inside a component at its hard limit, whose unwinding grows a buffer the component
+/// owns (a guard that appends to a log as it drops): the growth is refused by the component, and
+/// the panicking thread must unwind (as it does for a new block) rather than abort the process.
+fn child_unwind_realloc() {
+    struct AppendOnDrop<'a>(&'a mut Vec<u8>);
+    impl Drop for AppendOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.extend_from_slice(&[7u8; 256 * 1024]);
+        }
+    }
+    memgov::set_budget("abort-unwind", Limits::hard(MIB as u64)).unwrap();
+    let mut log: Vec<u8> = {
+        let _scope = memgov::component_scope("abort-unwind");
+        let mut v = Vec::with_capacity(900 * 1024);
+        v.resize(900 * 1024, 1u8);
+        v
+    };
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _scope = memgov::component_scope("abort-unwind");
+        let _guard = AppendOnDrop(&mut log);
+        panic!("expected: a panic at the component's hard limit");
+    }));
+    let _ = std::panic::take_hook();
+    let charged = budget_stats(Scope::Component(memgov::component("abort-unwind"))).charged_bytes;
+    println!(
+        "caught {} log {} charged {charged}",
+        caught.is_err(),
+        log.len()
+    );
+}
+
 fn child(case: &str) -> ! {
     no_core_dumps();
     match case {
@@ -99,6 +131,7 @@ fn child(case: &str) -> ! {
         "process" => child_process(),
         "own-handler" => child_own_handler(),
         "callback" => child_callback_in_full_component(),
+        "unwind-realloc" => child_unwind_realloc(),
         other => eprintln!("unknown case {other:?}"),
     }
     std::process::exit(0)
@@ -213,6 +246,30 @@ fn the_process_limit_aborts_with_a_line_naming_it() -> Result<(), String> {
     )
 }
 
+fn a_panic_whose_unwinding_grows_a_full_components_block_unwinds() -> Result<(), String> {
+    let o = run_child("unwind-realloc", false)?;
+    if !o.status.success() {
+        return Err(format!(
+            "the child died ({}) unwinding a panic at its component's limit; stderr:\n{}",
+            o.status, o.stderr
+        ));
+    }
+    let expected = format!("caught true log {} charged ", 900 * 1024 + 256 * 1024);
+    match o.stdout.lines().find(|l| l.starts_with("caught ")) {
+        Some(line) if line.starts_with(&expected) => {
+            let charged: u64 = line[expected.len()..]
+                .parse()
+                .map_err(|_| line.to_owned())?;
+            if charged <= MIB as u64 {
+                Ok(())
+            } else {
+                Err(format!("the component's limit was passed: {line}"))
+            }
+        }
+        _ => Err(format!("expected {expected:?}...; stdout:\n{}", o.stdout)),
+    }
+}
+
 fn a_programs_own_sigabrt_handler_is_left_alone() -> Result<(), String> {
     let o = run_child("own-handler", false)?;
     expect_sigabrt(&o)?;
@@ -245,7 +302,12 @@ fn a_callback_for_a_full_component_can_allocate() -> Result<(), String> {
     }
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
+    (
+        "a_panic_whose_unwinding_grows_a_full_components_block_unwinds",
+        a_panic_whose_unwinding_grows_a_full_components_block_unwinds,
+        None,
+    ),
     (
         "a_component_limit_aborts_with_a_line_naming_it",
         a_component_limit_aborts_with_a_line_naming_it,

@@ -187,8 +187,8 @@ extern "C" fn on_abort(_signal: libc::c_int) {
 }
 
 /// Called where the allocation path refuses memory to the calling thread for good (the process's
-/// hard limit past the emergency reserve, or a component's when "unscoped" refuses too, or a
-/// realloc's growth): if the thread is panicking, aborts the process now, after one line on
+/// hard limit past the emergency reserve, or a component's when "unscoped" refuses too, a
+/// realloc's growth included): if the thread is panicking, aborts the process now, after one line on
 /// stderr (the SIGABRT handler adds the usual line with the figures).
 ///
 /// Returning null there would hand the failure to std's allocation-error hook, which takes the

@@ -354,6 +354,52 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         ptr
     }
 
+    /// A realloc whose growth its block's component refused on a panicking thread: the block
+    /// moves to `unscoped` (its `new_size` bytes admitted there already), so that the panic can
+    /// unwind and every limit still holds. A new block, the contents copied, the old one freed and
+    /// credited to its owner.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `owner` is the block's tag as read.
+    #[cold]
+    #[inline(never)]
+    unsafe fn move_while_unwinding(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        owner: Option<u16>,
+        unscoped: u16,
+    ) -> *mut u8 {
+        let (old_size, align) = (layout.size(), layout.align());
+        let old_place = tag::place(&self.inner, old_size, align);
+        let new_place = tag::place(&self.inner, new_size, align);
+        let st = thread::state();
+        // SAFETY: the inner layout has a non-zero size (see `allocate_slow`); `new_size` and
+        // `align` are within LIMIT (checked by `realloc`).
+        let new_ptr = unsafe { self.inner.alloc(inner_layout(new_size, align, new_place)) };
+        if new_ptr.is_null() {
+            refund(st, unscoped, new_size);
+            abort_line::abort_if_unwinding();
+            return new_ptr;
+        }
+        // SAFETY: both blocks are live and distinct; the new one holds at least `new_size` bytes,
+        // which is more than `old_size` (this is growth).
+        unsafe { ptr::copy_nonoverlapping(ptr, new_ptr, old_size.min(new_size)) };
+        // SAFETY: the new block was made for (new_size, align) with its tag at `new_place`.
+        unsafe { new_place.write(new_ptr, new_size, unscoped) };
+        record_alloc(st, unscoped, new_size, new_place.extra() != 0);
+        if let Some(comp) = owner {
+            record_free(st, comp, old_size, old_place.extra() != 0);
+        }
+        // SAFETY: the old block came from the inner allocator with exactly this inner layout.
+        unsafe {
+            self.inner
+                .dealloc(ptr, inner_layout(old_size, align, old_place))
+        };
+        new_ptr
+    }
+
     /// The whole of a free whose fast half declined: read the tag, record, free.
     ///
     /// # Safety
@@ -425,9 +471,16 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
             None => (current(st), new_size),
         };
         if charged > 0 && !admit(st, comp, charged) {
-            // Growth stays in the block's component; a panicking thread refused here aborts.
-            abort_line::abort_if_unwinding();
-            return ptr::null_mut();
+            // Growth stays in the block's component, except on a panicking thread: there the block
+            // moves to "unscoped" as a new block would go ([`admit_while_unwinding`], which aborts
+            // when that is refused too).
+            return match admit_while_unwinding(st, comp, new_size) {
+                // SAFETY: forwarded contract; `new_size` bytes are admitted to `unscoped`.
+                Some(unscoped) => unsafe {
+                    self.move_while_unwinding(ptr, layout, new_size, owner, unscoped)
+                },
+                None => ptr::null_mut(),
+            };
         }
         let new_inner = new_size + new_place.extra();
         // SAFETY: the block came from the inner allocator with the old inner layout; `new_inner` is
