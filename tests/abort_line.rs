@@ -49,6 +49,20 @@ fn child_component() {
     allocate_infallibly(2 * MIB);
 }
 
+/// A block of the component "abort-realloc" (at its 1 MiB limit) grown from inside another
+/// component's scope: the growth stays in the block's component, which refuses it.
+fn child_realloc() {
+    memgov::set_budget("abort-realloc", Limits::hard(MIB as u64)).unwrap();
+    let mut v: Vec<u8> = {
+        let _scope = memgov::component_scope("abort-realloc");
+        Vec::with_capacity(768 * 1024)
+    };
+    let _other = memgov::component_scope("abort-realloc-other");
+    // A realloc from 768 KiB to 1.5 MiB: std reports "memory allocation of 1572864 bytes failed".
+    v.reserve_exact(3 * 512 * 1024);
+    std::hint::black_box(&v);
+}
+
 fn child_process() {
     let limit = budget_stats(Scope::Process).charged_bytes + 8 * MIB as u64;
     memgov::set_process_limits(Limits::hard(limit)).unwrap();
@@ -129,6 +143,7 @@ fn child(case: &str) -> ! {
     match case {
         "component" => child_component(),
         "process" => child_process(),
+        "realloc" => child_realloc(),
         "own-handler" => child_own_handler(),
         "callback" => child_callback_in_full_component(),
         "unwind-realloc" => child_unwind_realloc(),
@@ -270,6 +285,16 @@ fn a_panic_whose_unwinding_grows_a_full_components_block_unwinds() -> Result<(),
     }
 }
 
+fn a_refused_realloc_names_the_size_requested() -> Result<(), String> {
+    let o = run_child("realloc", false)?;
+    expect_sigabrt(&o)?;
+    expect_line(
+        &o,
+        "memgov: allocation of 1572864 bytes refused by component \"abort-realloc\": \
+         hard limit 1048576 bytes, 786432 bytes live, ",
+    )
+}
+
 fn a_programs_own_sigabrt_handler_is_left_alone() -> Result<(), String> {
     let o = run_child("own-handler", false)?;
     expect_sigabrt(&o)?;
@@ -302,10 +327,15 @@ fn a_callback_for_a_full_component_can_allocate() -> Result<(), String> {
     }
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     (
         "a_panic_whose_unwinding_grows_a_full_components_block_unwinds",
         a_panic_whose_unwinding_grows_a_full_components_block_unwinds,
+        None,
+    ),
+    (
+        "a_refused_realloc_names_the_size_requested",
+        a_refused_realloc_names_the_size_requested,
         None,
     ),
     (

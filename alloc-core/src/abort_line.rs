@@ -31,6 +31,8 @@ struct Refusal {
     live: u64,
     charged: u64,
     requested: u64,
+    /// For a realloc's growth, the size of the block it was to grow (else 0).
+    grown_from: u64,
 }
 
 const EMPTY: Refusal = Refusal {
@@ -41,6 +43,7 @@ const EMPTY: Refusal = Refusal {
     live: 0,
     charged: 0,
     requested: 0,
+    grown_from: 0,
 };
 
 struct Recent {
@@ -86,11 +89,30 @@ pub(crate) fn remember(component: u16, by_process: bool, limit: u64, charged: u6
         live,
         charged,
         requested,
+        grown_from: 0,
     };
     let _ = RECENT.try_with(|r| {
         let i = r.next.get();
         r.ring[i % RING].set(refusal);
         r.next.set((i + 1) % RING);
+    });
+}
+
+/// Called where a realloc's growth of `charged` bytes (from `old` to `new` bytes) was refused: the
+/// refusal just remembered on this thread was for the growth alone, and the line names the size
+/// the realloc requested instead, as std's own line does, with the size of the block it was to
+/// grow. Never allocates.
+#[cold]
+#[inline(never)]
+pub(crate) fn remember_realloc(charged: usize, old: usize, new: usize) {
+    let _ = RECENT.try_with(|r| {
+        let slot = &r.ring[(r.next.get() + RING - 1) % RING];
+        let mut refusal = slot.get();
+        if refusal.when != 0 && refusal.requested == charged as u64 {
+            refusal.requested = new as u64;
+            refusal.grown_from = old as u64;
+            slot.set(refusal);
+        }
     });
 }
 
@@ -167,6 +189,11 @@ extern "C" fn on_abort(_signal: libc::c_int) {
         line.push(b" bytes live, ");
         line.number(r.charged);
         line.push(b" charged");
+        if r.grown_from > 0 {
+            line.push(b", growing a block of ");
+            line.number(r.grown_from);
+            line.push(b" bytes");
+        }
         if latest {
             line.push(b" (refused while the thread was panicking");
             if others > 0 {

@@ -471,6 +471,8 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
             None => (current(st), new_size),
         };
         if charged > 0 && !admit(st, comp, charged) {
+            // The line printed if this ends in an abort names the size asked for.
+            abort_line::remember_realloc(charged, old_size, new_size);
             // Growth stays in the block's component, except on a panicking thread: there the block
             // moves to "unscoped" as a new block would go ([`admit_while_unwinding`], which aborts
             // when that is refused too).
