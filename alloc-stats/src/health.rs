@@ -148,6 +148,32 @@ fn compaction_advice(f: JemallocFigures) -> Vec<String> {
     advice
 }
 
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "pressure: {}", self.level)?;
+        if let Some(x) = self.fragmentation {
+            writeln!(f, "fragmentation (active/allocated): {x:.2}")?;
+        }
+        if let Some(t) = self.shadow_table_bytes {
+            writeln!(f, "memgov shadow tag tables: {t} bytes resident")?;
+        }
+        for c in &self.top {
+            writeln!(f, "  {:<20} {:>14} live bytes", c.name, c.live_bytes)?;
+        }
+        if self.recommendations.is_empty() {
+            write!(f, "no action needed")
+        } else {
+            for (i, r) in self.recommendations.iter().enumerate() {
+                if i > 0 {
+                    writeln!(f)?;
+                }
+                write!(f, "- {r}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,31 +210,5 @@ mod tests {
         );
         // Ratios under the alert give nothing, whatever the bytes.
         assert!(compaction_advice(figures(1000 * MIB, 1400 * MIB, 1900 * MIB)).is_empty());
-    }
-}
-
-impl fmt::Display for HealthReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "pressure: {}", self.level)?;
-        if let Some(x) = self.fragmentation {
-            writeln!(f, "fragmentation (active/allocated): {x:.2}")?;
-        }
-        if let Some(t) = self.shadow_table_bytes {
-            writeln!(f, "memgov shadow tag tables: {t} bytes resident")?;
-        }
-        for c in &self.top {
-            writeln!(f, "  {:<20} {:>14} live bytes", c.name, c.live_bytes)?;
-        }
-        if self.recommendations.is_empty() {
-            write!(f, "no action needed")
-        } else {
-            for (i, r) in self.recommendations.iter().enumerate() {
-                if i > 0 {
-                    writeln!(f)?;
-                }
-                write!(f, "- {r}")?;
-            }
-            Ok(())
-        }
     }
 }
