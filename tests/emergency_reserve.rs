@@ -92,8 +92,17 @@ fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
     let before = emergency_reserve_stats();
     let ran = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&ran);
+    // Critical comes at 95% of what the program can use, while this thread is still filling: a
+    // callback that allocated then would still find room under the limit and draw nothing (the
+    // monitor may run it before this thread fills the rest, as it does on a loaded machine). So
+    // the callback waits (allocating nothing) until the process is at its limit.
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let at_limit = Arc::clone(&full);
     let id = memgov::on_pressure(move |event| {
-        if event.scope == Scope::Process && event.kind == EventKind::Critical {
+        if event.scope == Scope::Process
+            && event.kind == EventKind::Critical
+            && came(|| at_limit.load(Relaxed))
+        {
             // Infallible, and more than the monitor thread's own credit can cover: without the
             // reserve this aborts the process.
             let report = std::hint::black_box(vec![0x5Au8; 512 * KIB as usize]);
@@ -101,6 +110,7 @@ fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
         }
     });
     let held = fill_to_the_limit();
+    full.store(true, Relaxed);
     let called = came(|| ran.load(Relaxed) > 0);
     let charged = budget_stats(Scope::Process).charged_bytes;
     drop(held);
