@@ -129,15 +129,24 @@ fn a_critical_callback_allocates_at_the_process_hard_limit_from_the_reserve() {
 fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
     let restore = Restore;
     limit_with_room(MIB, 16 * MIB);
+    let before = emergency_reserve_stats();
     let calls = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&calls);
+    // As in the test above: the callback allocates only once the process is at its limit, so that
+    // what it takes comes from the reserve (else the test would check nothing).
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let at_limit = Arc::clone(&full);
     let id = memgov::on_pressure(move |event| {
-        if event.scope == Scope::Process && event.kind == EventKind::Critical {
+        if event.scope == Scope::Process
+            && event.kind == EventKind::Critical
+            && came(|| at_limit.load(Relaxed))
+        {
             drop(std::hint::black_box(vec![0x5Au8; 512 * KIB as usize]));
             seen.fetch_add(1, Relaxed);
         }
     });
     let mut held = fill_to_the_limit();
+    full.store(true, Relaxed);
     let called = came(|| calls.load(Relaxed) > 0);
     // The program takes whatever room the callback's free handed back to the process, as a
     // program at its limit does, before the monitor's next round could refill the reserve.
@@ -147,6 +156,10 @@ fn what_a_callback_draws_and_frees_goes_back_into_the_reserve() {
     drop(restore);
     memgov::remove_callback(id);
     assert!(called, "the Critical callback never ran");
+    assert!(
+        stats.draws > before.draws,
+        "the callback drew nothing: {stats:?}"
+    );
     // All of it but the credit the monitor's thread keeps (at most CREDIT_CHUNK).
     assert!(
         stats.held_bytes >= MIB - memgov::CREDIT_CHUNK as u64,
@@ -165,6 +178,7 @@ fn other_threads_get_the_hard_limit_less_the_reserve() {
     drop(held);
     memgov::flush_thread();
     let normal_again = came(|| memgov::pressure() == Level::Normal);
+    let level_after = memgov::pressure();
     let held_after = held_bytes();
     drop(restore);
     // Refused to the last 16 bytes while the whole reserve was held, and never past the limit:
@@ -176,7 +190,7 @@ fn other_threads_get_the_hard_limit_less_the_reserve() {
     // Pressure measures the program's use against what it can use: Critical at the limit less
     // the reserve, back at Normal once the program lets go although the reserve is still held.
     assert_eq!(level, Level::Critical);
-    assert!(normal_again, "pressure stayed at {}", memgov::pressure());
+    assert!(normal_again, "pressure stayed at {level_after}");
     assert_eq!(held_after, 2 * MIB);
 }
 
