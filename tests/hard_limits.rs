@@ -13,6 +13,10 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
+#[path = "support/blocks.rs"]
+mod blocks;
+use blocks::try_block;
+
 use memgov::{
     budget_stats, component_pressure, component_stats, ComponentId, Level, Limits, Scope,
 };
@@ -345,15 +349,6 @@ fn hammering_threads_never_pass_the_component_or_the_process_hard_limit() {
 fn in_component<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     let _scope = memgov::component_scope(name);
     f()
-}
-
-/// A block of exactly `size` bytes in the current component; `None` when refused.
-fn try_block(size: usize) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    let reserved = v.try_reserve_exact(size);
-    black_box(&mut v);
-    reserved.ok()?;
-    Some(v)
 }
 
 /// Asserts that `name` has exactly `expected` live bytes and as many charged (no credit held).

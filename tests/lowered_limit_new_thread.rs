@@ -5,19 +5,14 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
+#[path = "support/blocks.rs"]
+mod blocks;
+use blocks::try_block;
+
 use memgov::{component_stats, Limits};
-use std::hint::black_box;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-
-fn try_block(size: usize) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    let reserved = v.try_reserve_exact(size);
-    black_box(&mut v);
-    reserved.ok()?;
-    Some(v)
-}
 
 #[test]
 fn a_thread_started_over_a_lowered_limit_cannot_allocate_from_freed_bytes() {

@@ -5,19 +5,14 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
+#[path = "support/blocks.rs"]
+mod blocks;
+use blocks::try_block;
+
 use memgov::{budget_stats, Limits, Scope};
-use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 
 const N: usize = 64 * 1024;
-
-fn try_block(size: usize) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    let reserved = v.try_reserve_exact(size);
-    black_box(&mut v);
-    reserved.ok()?;
-    Some(v)
-}
 
 #[test]
 fn a_spent_reservation_is_not_handed_to_another_thread() {
