@@ -332,7 +332,7 @@ fn pair(a: Alloc, layout: Layout) {
     }
 }
 
-/// Sizes for the churn: log-uniform from 8 bytes to 4 KiB, from a fixed xorshift seed.
+/// Sizes for the churn: log-uniform from 8 bytes to just under 8 KiB, from a fixed xorshift seed.
 fn churn_sizes(seed: u64, n: usize) -> Vec<usize> {
     let mut x = seed;
     (0..n)
@@ -340,7 +340,7 @@ fn churn_sizes(seed: u64, n: usize) -> Vec<usize> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let bits = 3 + (x % 10) as u32; // 8 B .. 4 KiB
+            let bits = 3 + (x % 10) as u32; // base 8 B .. 4 KiB; size in [base, 2 * base)
             let base = 1usize << bits;
             base + (x >> 20) as usize % base
         })
@@ -455,6 +455,11 @@ fn limited(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The groups after this one measure without limits: clear them, and stop the responder that
+    // the soft limit started (it samples jemalloc's statistics every 50 ms).
+    memgov::set_budget("bench", memgov::Limits::NONE).unwrap();
+    memgov::set_process_limits(memgov::Limits::NONE).unwrap();
+    memgov::jemalloc::stop_responder();
 }
 
 /// The pair and the churn with allocation-size histograms recording.
