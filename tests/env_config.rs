@@ -237,8 +237,30 @@ fn child_good_jemalloc_values() {
     assert!(!memgov::jemalloc::responder_stats().running);
 }
 
+/// Starting the soft-limit responder is the first and only use of memgov's API: its task runs on
+/// the monitor, which must start although nothing else ended the start-up deferral.
+#[cfg(feature = "jemalloc")]
+fn child_responder_first() {
+    let policy = memgov::jemalloc::ResponderPolicy {
+        interval: Duration::from_millis(5),
+        ..Default::default()
+    };
+    memgov::jemalloc::start_responder(policy).unwrap();
+    let start = std::time::Instant::now();
+    while memgov::jemalloc::responder_stats().samples == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the responder never sampled (monitor running: {})",
+            memgov::monitor_stats().running
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn child(case: &str) -> ! {
     match case {
+        #[cfg(feature = "jemalloc")]
+        "responder-first" => child_responder_first(),
         #[cfg(feature = "jemalloc")]
         "bad-jemalloc" => child_bad_jemalloc_values(),
         #[cfg(feature = "jemalloc")]
@@ -431,7 +453,19 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
     Ok(())
 }
 
-const CASES: [Case; 9] = [
+fn a_responder_started_first_samples() -> Result<(), String> {
+    if cfg!(feature = "jemalloc") {
+        run_child("responder-first", &[])?;
+    }
+    Ok(())
+}
+
+const CASES: [Case; 10] = [
+    (
+        "a_responder_started_first_samples",
+        a_responder_started_first_samples,
+        None,
+    ),
     (
         "a_program_that_only_installs_the_governor_gets_its_limit",
         a_program_that_only_installs_the_governor_gets_its_limit,

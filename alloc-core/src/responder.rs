@@ -179,6 +179,15 @@ fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
 /// alloc_core::stop_responder();
 /// ```
 pub fn start_responder(policy: ResponderPolicy) -> Result<(), alloc_jemalloc::CtlError> {
+    // Reads the environment if that was not done, and ends the start-up deferral of the monitor,
+    // which runs the responder's task.
+    crate::config::ensure_init();
+    start_responder_internal(policy)
+}
+
+/// [`start_responder`] without reading the environment first (the environment reader starts the
+/// responder through [`auto_start`]).
+fn start_responder_internal(policy: ResponderPolicy) -> Result<(), alloc_jemalloc::CtlError> {
     stop_responder();
     // The rest under the lock, which `tick` takes first: no tick runs between the level's reset
     // and the state's publication, and of two starts at once, the later one stops the earlier
@@ -240,7 +249,7 @@ pub(crate) fn auto_start() {
         return;
     }
     if budget::process_entity().limits().soft.is_some()
-        && start_responder(ResponderPolicy::default()).is_err()
+        && start_responder_internal(ResponderPolicy::default()).is_err()
     {
         ERRORS.fetch_add(1, Relaxed);
     }
