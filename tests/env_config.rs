@@ -257,10 +257,39 @@ fn child_responder_first() {
     }
 }
 
+/// `MEMGOV_BACKGROUND_THREADS=on` in a program that forks before it uses memgov (a daemon), and
+/// calls `init()` in the forked process: that process has jemalloc's background threads on.
+#[cfg(feature = "jemalloc")]
+fn child_background_threads_after_fork() {
+    // SAFETY: the process has one thread of its own here (memgov starts none before `main`); the
+    // forked one calls init(), reads a jemalloc setting and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let _ = memgov::init();
+        let on = memgov::jemalloc::background_threads().unwrap_or(false);
+        // SAFETY: ends the forked process without running the parent's exit handlers twice.
+        unsafe { libc::_exit(if on { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid place for its status.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "the forked process died");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "the forked process has jemalloc's background threads off"
+    );
+    memgov::init().unwrap();
+    assert!(memgov::jemalloc::background_threads().unwrap());
+}
+
 fn child(case: &str) -> ! {
     match case {
         #[cfg(feature = "jemalloc")]
         "responder-first" => child_responder_first(),
+        #[cfg(feature = "jemalloc")]
+        "background-fork" => child_background_threads_after_fork(),
         #[cfg(feature = "jemalloc")]
         "bad-jemalloc" => child_bad_jemalloc_values(),
         #[cfg(feature = "jemalloc")]
@@ -460,10 +489,23 @@ fn a_responder_started_first_samples() -> Result<(), String> {
     Ok(())
 }
 
-const CASES: [Case; 10] = [
+fn background_threads_hold_in_a_process_that_forks_first() -> Result<(), String> {
+    if cfg!(feature = "jemalloc") {
+        let stderr = run_child("background-fork", &[("MEMGOV_BACKGROUND_THREADS", "on")])?;
+        expect_silent(&stderr)?;
+    }
+    Ok(())
+}
+
+const CASES: [Case; 11] = [
     (
         "a_responder_started_first_samples",
         a_responder_started_first_samples,
+        None,
+    ),
+    (
+        "background_threads_hold_in_a_process_that_forks_first",
+        background_threads_hold_in_a_process_that_forks_first,
         None,
     ),
     (

@@ -32,9 +32,10 @@
 //! constructor not run, [`init`] or the first use of memgov's API (entering a scope, setting or
 //! reading a limit or a pressure level, registering a callback, reading figures) reads them. The
 //! monitor thread (pressure callbacks, the emergency reserve, the soft-limit responder that
-//! `MEMGOV_SOFT_LIMIT` turns on) is not started before `main`: [`init`] or the first use of the API
-//! starts it. Call [`init`] at the start of `main` to have it running from there. Limits set in
-//! code replace those from the environment.
+//! `MEMGOV_SOFT_LIMIT` turns on) is not started before `main`, nor are jemalloc's background
+//! threads (`MEMGOV_BACKGROUND_THREADS=on`; jemalloc turns them off in a forked child): [`init`] or
+//! the first use of the API starts them. Call [`init`] at the start of `main` to have them running
+//! from there. Limits set in code replace those from the environment.
 
 use crate::budget::{self, Limits};
 use crate::monitor;
@@ -42,6 +43,8 @@ use crate::pressure::{self, Thresholds};
 use crate::registry::MAX_NAME_LEN;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -708,7 +711,6 @@ fn read_and_report() {
 
 #[cfg(feature = "jemalloc")]
 fn apply_decay(d: DecaySetting) -> Result<(), String> {
-    use std::sync::atomic::Ordering::Relaxed;
     match d {
         DecaySetting::Auto => crate::responder::AUTO_START_DISABLED.store(false, Relaxed),
         DecaySetting::Off => crate::responder::AUTO_START_DISABLED.store(true, Relaxed),
@@ -738,6 +740,53 @@ fn apply_background_threads(on: bool) -> Result<(), String> {
 #[cfg(not(feature = "jemalloc"))]
 fn apply_background_threads(_: bool) -> Result<(), String> {
     Ok(())
+}
+
+/// `MEMGOV_BACKGROUND_THREADS` as read before `main`, waiting for the end of the monitor's
+/// deferral: [`PENDING`] set, the setting in bit 0, and jemalloc's own setting then in bit 1.
+/// jemalloc's background threads are threads, and jemalloc turns them off in a forked child: a
+/// program that forks before it uses memgov would lose them.
+static PENDING_BACKGROUND_THREADS: AtomicU8 = AtomicU8::new(0);
+/// Marks [`PENDING_BACKGROUND_THREADS`] as holding a setting.
+const PENDING: u8 = 4;
+
+#[cfg(feature = "jemalloc")]
+fn background_threads_now() -> bool {
+    alloc_jemalloc::background_threads().unwrap_or(false)
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn background_threads_now() -> bool {
+    false
+}
+
+/// Applies `MEMGOV_BACKGROUND_THREADS` now, or when the deferral ends if it is read before `main`.
+fn apply_or_defer_background_threads(on: bool) -> Result<(), String> {
+    if !monitor::deferring() {
+        return apply_background_threads(on);
+    }
+    let found = background_threads_now();
+    PENDING_BACKGROUND_THREADS.store(PENDING | u8::from(on) | u8::from(found) << 1, Relaxed);
+    Ok(())
+}
+
+/// Applies what the environment reader held back before `main` (called once, when the monitor's
+/// deferral ends), unless code changed the setting meanwhile (code replaces the environment); a
+/// refusal is printed, as the errors found before `main` were.
+pub(crate) fn apply_deferred() {
+    let pending = PENDING_BACKGROUND_THREADS.swap(0, Relaxed);
+    if pending & PENDING == 0 || background_threads_now() != (pending & 2 != 0) {
+        return;
+    }
+    if let Err(expected) = apply_background_threads(pending & 1 != 0) {
+        let value = std::env::var_os("MEMGOV_BACKGROUND_THREADS").unwrap_or_default();
+        let e = ConfigError {
+            var: "MEMGOV_BACKGROUND_THREADS",
+            value: value.to_string_lossy().into_owned(),
+            expected,
+        };
+        eprintln!("memgov: ignoring {e}");
+    }
 }
 
 fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
@@ -799,7 +848,7 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
                 }
             }
             Ok(Setting::BackgroundThreads(on)) => {
-                if let Err(expected) = apply_background_threads(on) {
+                if let Err(expected) = apply_or_defer_background_threads(on) {
                     errors.push(ConfigError {
                         var,
                         value: value.to_string(),

@@ -156,9 +156,15 @@ pub(crate) fn end_deferral() {
     }
 }
 
+/// Whether the monitor's start is held back (the environment is being read before `main`).
+pub(crate) fn deferring() -> bool {
+    DEFERRING.load(Relaxed)
+}
+
 #[cold]
 fn end_deferral_now() {
     DEFERRING.store(false, Relaxed);
+    crate::config::apply_deferred();
     if START_WANTED.swap(false, Relaxed) {
         start_monitor_thread();
     }
