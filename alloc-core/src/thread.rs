@@ -110,12 +110,14 @@ impl Record {
         let trailers = (allocs >> 32) as i64 - (frees >> 32) as i64;
         // `base` on both sides of `credit`: `move_credit` changes both, and the lower of the two
         // readings never makes the live delta look larger than it is (see there).
+        // `low` too is read before the second `base`: a return lowers it after `base` (Release).
         let before = self.base.load(Acquire);
         let credit = self.credit.load(Acquire);
+        let low = self.low.load(Acquire);
         let base = before.min(self.base.load(Acquire));
         Delta {
             live: base.wrapping_sub(credit),
-            high: base.wrapping_sub(self.low.load(Relaxed)),
+            high: base.wrapping_sub(low),
             allocated,
             allocs: allocs & COUNT_MASK,
             frees: frees & COUNT_MASK,
@@ -145,18 +147,22 @@ impl Record {
     /// reader that sees the raised `base` sees the raised `credit`. A return stores `base` first
     /// and `credit` last (Release): a reader that sees the lowered `credit` then reads the
     /// lowered `base`. Either way the reader sees both changes or undercounts for an instant.
+    /// The same holds for the high (`base - low`): `low` rises before `base` and falls after it.
     fn move_credit(&self, by: i64) {
         let (credit, base, low) = (
             self.credit.load(Relaxed),
             self.base.load(Relaxed),
             self.low.load(Relaxed),
         );
-        self.low.store(low.wrapping_add(by), Relaxed);
         if by >= 0 {
+            self.low.store(low.wrapping_add(by), Relaxed);
             self.credit.store(credit.wrapping_add(by), Relaxed);
             self.base.store(base.wrapping_add(by), Release);
         } else {
+            // `low` falls after `base` (Release), as `credit` does: a reader that sees the lowered
+            // `low` reads the lowered `base` after it, so the high never looks larger than it is.
             self.base.store(base.wrapping_add(by), Relaxed);
+            self.low.store(low.wrapping_add(by), Release);
             self.credit.store(credit.wrapping_add(by), Release);
         }
     }
