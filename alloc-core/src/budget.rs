@@ -348,8 +348,11 @@ impl Entity {
     #[inline]
     fn limit_moved_since(&self, used: u64) {
         fence(SeqCst);
-        if self.hard.load(Relaxed) != used {
-            self.update_over();
+        if self.hard.load(Relaxed) != used && self.update_over() {
+            // The limit's own epoch step may have come before this charge made the budget over:
+            // threads that took that epoch would go on spending credit. A new step sends them all
+            // back to `refresh`, which sees the budget over.
+            LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
         }
     }
 
@@ -361,8 +364,9 @@ impl Entity {
         }
     }
 
-    /// Re-checks whether charged bytes are above the hard limit and keeps [`OVER_LIMIT`] in step.
-    fn update_over(&self) {
+    /// Re-checks whether charged bytes are above the hard limit and keeps [`OVER_LIMIT`] in step;
+    /// true when this call found the budget newly over.
+    fn update_over(&self) -> bool {
         let hard = self.hard.load(Relaxed);
         let over = hard != NONE && self.charged.load(Relaxed) > hard as i64;
         if self.over.swap(over, Relaxed) != over {
@@ -371,7 +375,9 @@ impl Entity {
             } else {
                 OVER_LIMIT.fetch_sub(1, Relaxed);
             }
+            return over;
         }
+        false
     }
 
     /// The error for a refused request of `requested` bytes.
