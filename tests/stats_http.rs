@@ -37,7 +37,8 @@ fn every_route_answers_and_bad_requests_get_4xx() {
     let addr = server.local_addr();
     let kept = {
         let _s = memgov::component_scope("http-test");
-        vec![7u8; 5000]
+        // black_box: a release build may otherwise elide a block nothing reads.
+        std::hint::black_box(vec![7u8; 5000])
     };
 
     let (status, head, body) = get(addr, "/metrics");
