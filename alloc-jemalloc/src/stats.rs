@@ -3,16 +3,47 @@
 use crate::ctl::{self, ARENAS_ALL};
 use crate::error::CtlError;
 use crate::raw;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Advances jemalloc's statistics epoch, so that the next reads are fresh.
 ///
+/// The epoch is process-wide: reads after a refresh see the snapshot of whichever refresh came
+/// last, from any thread. [`stats`] reads its many figures from one snapshot; to read several
+/// figures yourself, use it rather than `refresh` and [`stats_read`].
+///
 /// # Errors
 /// [`CtlError`] when jemalloc refuses.
 pub fn refresh() -> Result<(), CtlError> {
+    let _one_at_a_time = lock_epoch();
+    advance_epoch()
+}
+
+/// Serialises this crate's refreshes with [`stats`]'s reads, so that no refresh made through
+/// this crate (memgov's responder samples every 50 ms) lands between two of them.
+static EPOCH: Mutex<()> = Mutex::new(());
+
+fn lock_epoch() -> MutexGuard<'static, ()> {
+    // The guarded data is `()`: a panic while it was held left nothing half-done.
+    EPOCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn advance_epoch() -> Result<(), CtlError> {
     // SAFETY: `epoch` is a uint64_t; writing any value advances it.
     unsafe { raw::write::<u64>("epoch", 1) }
 }
+
+/// The current statistics epoch (reading it advances nothing).
+fn current_epoch() -> Result<u64, CtlError> {
+    // SAFETY: `epoch` is a uint64_t.
+    unsafe { raw::read::<u64>("epoch") }
+}
+
+/// How many times [`stats`] reads again when a refresh from outside this crate (a direct
+/// `mallctl("epoch")`) lands among its reads.
+const SNAPSHOT_TRIES: usize = 8;
 
 /// Reads one `size_t` statistic by name (after [`refresh`]).
 ///
@@ -93,12 +124,30 @@ impl JemallocStats {
     }
 }
 
-/// Refreshes and reads jemalloc's statistics.
+/// Refreshes and reads jemalloc's statistics, every figure from the same snapshot.
+///
+/// Refreshes through this crate wait while it reads. A refresh from elsewhere (a direct
+/// `mallctl("epoch")`) that lands among the reads makes it read again, up to 8 times; only a
+/// program that refreshes that way without pause can get figures from two snapshots.
 ///
 /// # Errors
 /// [`CtlError`] when a statistic cannot be read (jemalloc built without statistics).
 pub fn stats() -> Result<JemallocStats, CtlError> {
-    refresh()?;
+    let _one_at_a_time = lock_epoch();
+    advance_epoch()?;
+    let mut tries = 1;
+    loop {
+        let epoch = current_epoch()?;
+        let read = read_snapshot()?;
+        if current_epoch()? == epoch || tries == SNAPSHOT_TRIES {
+            return Ok(read);
+        }
+        tries += 1;
+    }
+}
+
+/// Every figure of [`JemallocStats`] from the current snapshot.
+fn read_snapshot() -> Result<JemallocStats, CtlError> {
     let page = ctl::page_size()? as u64;
     let mut arenas = Vec::new();
     for i in 0..ctl::arena_count()? {
@@ -184,6 +233,47 @@ mod tests {
         assert!(!s.arenas.is_empty());
         let pages: u64 = s.arenas.iter().map(|a| a.dirty).sum();
         assert_eq!(pages * ctl::page_size().unwrap() as u64, s.dirty);
+    }
+
+    /// jemalloc's statistics epoch is process-wide: a refresh by another thread (memgov's
+    /// responder samples every 50 ms) between two reads mixed two snapshots.
+    #[test]
+    fn stats_stay_consistent_while_another_thread_refreshes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::alloc::{GlobalAlloc, Layout};
+                // This crate's tests run over the system allocator: dirty jemalloc's pages directly.
+                let layouts: Vec<Layout> = (0..64)
+                    .map(|i| Layout::from_size_align(4096 << (i % 6), 8).unwrap())
+                    .collect();
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: non-zero sizes; each block is freed with its own layout.
+                    unsafe {
+                        let held: Vec<*mut u8> =
+                            layouts.iter().map(|&l| crate::Jemalloc.alloc(l)).collect();
+                        for (p, &l) in held.into_iter().zip(&layouts) {
+                            crate::Jemalloc.dealloc(p, l);
+                        }
+                    }
+                    refresh().unwrap();
+                }
+            });
+            let page = ctl::page_size().unwrap() as u64;
+            for _ in 0..2000 {
+                let s = stats().unwrap();
+                let pages: u64 = s.arenas.iter().map(|a| a.dirty).sum();
+                if pages * page != s.dirty || s.active < s.allocated {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!(
+                        "mixed snapshots: arenas' dirty {} bytes, {s:?}",
+                        pages * page
+                    );
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
 
     #[test]
