@@ -1,6 +1,8 @@
 //! How the governor scales with threads: random-size churn (each thread frees its own blocks) and
 //! handoff (each thread frees blocks another thread allocated), raw jemalloc against
-//! `Governor<Jemalloc>`, without and with a process limit and a component budget, in one run.
+//! `Governor<Jemalloc>`, without and with a process limit and a component budget, and against
+//! `alloc_pair`'s reference wrappers (a bare forward, a thread-local counter, a trailer tag, a
+//! shadow-table tag), in one run.
 //!
 //! `BENCH_THREADS=1,2,4,8,16 cargo bench --bench scaling`; the thread counts default to `1,2`
 //! (this project's development machine has two cores). `benches/README.md` has the figures.
@@ -17,6 +19,11 @@ mod churn;
 mod handoff;
 use churn::{churn_threads, Alloc};
 use handoff::handoff_threads;
+#[path = "support/references.rs"]
+mod references;
+use references::{
+    FORWARD_JEMALLOC, SHADOW_TAG_JEMALLOC, THREAD_COUNTER_JEMALLOC, TRAILER_TAG_JEMALLOC,
+};
 
 static RAW_JEMALLOC: Jemalloc = Jemalloc;
 static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
@@ -67,10 +74,22 @@ fn scaling(c: &mut Criterion) {
     for (workload, run) in workloads {
         for threads in thread_counts() {
             let mut g = c.benchmark_group(format!("scaling-{workload}-{threads}t"));
-            let cases: [(&str, Alloc, bool); 3] = [
+            let cases: [(&str, Alloc, bool); 7] = [
                 ("jemalloc", &RAW_JEMALLOC, false),
                 ("governor-jemalloc", &GOV_JEMALLOC, false),
                 ("governor-jemalloc-limited", &GOV_JEMALLOC, true),
+                ("reference-forward-jemalloc", &FORWARD_JEMALLOC, false),
+                (
+                    "reference-thread-counter-jemalloc",
+                    &THREAD_COUNTER_JEMALLOC,
+                    false,
+                ),
+                (
+                    "reference-trailer-tag-jemalloc",
+                    &TRAILER_TAG_JEMALLOC,
+                    false,
+                ),
+                ("reference-shadow-tag-jemalloc", &SHADOW_TAG_JEMALLOC, false),
             ];
             for (name, a, limited) in cases {
                 let component = limited.then_some("bench");
