@@ -191,6 +191,13 @@ fn child_no_api() {
     }
 }
 
+/// Run with a closed stderr pipe: the limit from the environment holds, and `init()` returns the
+/// soft limit's error (printing it would have failed).
+fn child_closed_stderr() {
+    assert_eq!(memgov::process_limits(), Limits::hard(GIB));
+    assert_eq!(memgov::init().unwrap_err().0.len(), 1);
+}
+
 fn child_lazy_read() {
     // No init(): reading limits is the first use of the API.
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
@@ -299,6 +306,7 @@ fn child(case: &str) -> ! {
         "soft-above-hard" => child_soft_above_hard(),
         "lazy" => child_lazy(),
         "lazy-read" => child_lazy_read(),
+        "closed-stderr" => child_closed_stderr(),
         "misspelt" => child_misspelt(),
         "no-api" => child_no_api(),
         "lazy-misspelt" => child_lazy_misspelt(),
@@ -445,6 +453,38 @@ fn a_program_that_only_installs_the_governor_gets_its_limit() -> Result<(), Stri
     expect_silent(&stderr)
 }
 
+/// A malformed variable in a program whose stderr is a pipe nobody reads any more (`prog 2>&1 |
+/// head` after `head` exited): the error is printed before `main`, where the Rust runtime has not
+/// yet ignored SIGPIPE, so the write used to kill the program with it. Now the program runs, and
+/// the good variable still applies.
+fn a_closed_stderr_pipe_does_not_kill_the_program_before_main() -> Result<(), String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe() just opened both descriptors and nothing else owns them.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read_end);
+    let status = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(CASE_VAR, "closed-stderr")
+        .env("MEMGOV_LIMIT", "1GiB")
+        .env("MEMGOV_SOFT_LIMIT", "12parsecs")
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(write_end))
+        .status()
+        .map_err(|e| format!("cannot start the child: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the child with a closed stderr pipe failed: {status}"
+        ))
+    }
+}
+
 fn without_init_reading_limits_first_applies_the_environment() -> Result<(), String> {
     let stderr = run_child("lazy-read", &[("MEMGOV_LIMIT", "1GiB")])?;
     expect_silent(&stderr)
@@ -497,7 +537,12 @@ fn background_threads_hold_in_a_process_that_forks_first() -> Result<(), String>
     Ok(())
 }
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 12] = [
+    (
+        "a_closed_stderr_pipe_does_not_kill_the_program_before_main",
+        a_closed_stderr_pipe_does_not_kill_the_program_before_main,
+        None,
+    ),
     (
         "a_responder_started_first_samples",
         a_responder_started_first_samples,

@@ -703,8 +703,53 @@ fn read_and_report() {
         apply_env(&MemorySource::system())
     });
     if let (true, Err(errors)) = (fresh, result) {
-        for e in &errors.0 {
-            eprintln!("memgov: ignoring {e}");
+        print_errors(errors);
+    }
+}
+
+/// Prints each error on its own line to stderr. A stderr that cannot be written (closed, or a
+/// pipe nobody reads) loses the lines and nothing else: `init()` still returns the errors.
+///
+/// Before `main` the Rust runtime has not yet ignored SIGPIPE, so a write to a pipe whose reader
+/// has gone would kill the program; SIGPIPE is ignored while the lines are written, and put back
+/// as it was after.
+fn print_errors(errors: &ConfigErrors) {
+    use std::io::Write;
+    let _sigpipe_ignored = SigpipeIgnored::new();
+    let mut stderr = std::io::stderr().lock();
+    for e in &errors.0 {
+        if writeln!(stderr, "memgov: ignoring {e}").is_err() {
+            break;
+        }
+    }
+}
+
+/// SIGPIPE ignored for as long as this lives; the disposition it had is restored on drop.
+struct SigpipeIgnored {
+    before: Option<libc::sigaction>,
+}
+
+impl SigpipeIgnored {
+    fn new() -> SigpipeIgnored {
+        // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
+        let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+        ignore.sa_sigaction = libc::SIG_IGN;
+        // SAFETY: as above.
+        let mut before: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live sigaction values; SIGPIPE may be ignored.
+        let changed = unsafe { libc::sigaction(libc::SIGPIPE, &ignore, &mut before) } == 0;
+        SigpipeIgnored {
+            before: changed.then_some(before),
+        }
+    }
+}
+
+impl Drop for SigpipeIgnored {
+    fn drop(&mut self) {
+        if let Some(before) = &self.before {
+            // SAFETY: `before` is the disposition sigaction returned; a SIGPIPE raised while it
+            // was ignored was discarded, not left pending.
+            unsafe { libc::sigaction(libc::SIGPIPE, before, std::ptr::null_mut()) };
         }
     }
 }
@@ -785,7 +830,7 @@ pub(crate) fn apply_deferred() {
             value: value.to_string_lossy().into_owned(),
             expected,
         };
-        eprintln!("memgov: ignoring {e}");
+        print_errors(&ConfigErrors(vec![e]));
     }
 }
 
