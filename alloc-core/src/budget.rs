@@ -30,22 +30,25 @@ use crate::pressure::{self, Level};
 use crate::registry::{self, ComponentId, NameError, CAPACITY};
 use crossbeam_utils::CachePadded;
 use std::fmt;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize};
+
+mod entity;
+
+pub use entity::NEAR_LIMIT;
+use entity::NONE;
+pub(crate) use entity::{Entity, EPOCH_STEP};
+
+/// The atomics that [`entity`] is written against: std's here. The model check
+/// (`tests/loom_budget.rs`) includes the same file with loom's.
+mod sync {
+    pub(super) use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8};
+}
 
 /// Credit a thread charges at a time while the limit is far.
 pub const CREDIT_CHUNK: i64 = 64 * 1024;
 /// Credit a thread keeps after frees; beyond this it goes back to the shared counter.
 pub const MAX_CREDIT: i64 = 256 * 1024;
-/// Within this many bytes of a hard limit, threads charge exactly what they need.
-pub const NEAR_LIMIT: i64 = 4 * 1024 * 1024;
-
-const NONE: u64 = u64::MAX;
-
-/// Without a hard limit, reservations may take a budget's charged bytes up to this (2^62). They
-/// are not backed by memory, so nothing else keeps them from taking the counter past `i64::MAX`;
-/// below this, the real allocations on top cannot.
-pub(crate) const MAX_RESERVED: i64 = 1 << 62;
 
 /// A pair of byte limits. `None` means no limit.
 ///
@@ -214,21 +217,8 @@ impl From<NameError> for LimitError {
     }
 }
 
-/// The shared budget state of one component, or of the process.
-pub(crate) struct Entity {
-    /// Live bytes plus the credit threads hold.
-    pub charged: AtomicI64,
-    hard: AtomicU64,
-    soft: AtomicU64,
-    /// The current pressure level (a `Level` as u8).
-    pub level: AtomicU8,
-    /// Allocations and reservations refused.
-    pub failures: AtomicU64,
-    /// True while charged bytes are above the hard limit (after the limit was lowered).
-    over: AtomicBool,
-}
-
 impl Entity {
+    /// No limits, nothing charged.
     const fn new() -> Entity {
         Entity {
             charged: AtomicI64::new(0),
@@ -258,128 +248,6 @@ impl Entity {
         self.charged.load(Relaxed).max(0) as u64
     }
 
-    /// Charges between `need` and `want` bytes (`need <= want`) unless that would pass the hard
-    /// limit; returns what was charged.
-    pub fn charge(&self, need: i64, want: i64) -> Option<i64> {
-        let limit = self.hard.load(Relaxed);
-        if limit == NONE {
-            self.charged.fetch_add(want, Relaxed);
-            self.limit_moved_since(limit);
-            return Some(want);
-        }
-        let hard = limit as i64;
-        let mut cur = self.charged.load(Relaxed);
-        loop {
-            let room = hard.saturating_sub(cur);
-            let amount = if room >= want.saturating_add(NEAR_LIMIT) {
-                want
-            } else if room >= need {
-                need
-            } else {
-                return None;
-            };
-            match self
-                .charged
-                .compare_exchange_weak(cur, cur + amount, Relaxed, Relaxed)
-            {
-                Ok(_) => {
-                    self.limit_moved_since(limit);
-                    return Some(amount);
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// Charges as much of `max` bytes as the hard limit has room for (all of it without a limit);
-    /// returns what was charged.
-    pub fn charge_up_to(&self, max: i64) -> i64 {
-        let limit = self.hard.load(Relaxed);
-        if limit == NONE {
-            self.charged.fetch_add(max, Relaxed);
-            self.limit_moved_since(limit);
-            return max;
-        }
-        let hard = limit as i64;
-        let mut cur = self.charged.load(Relaxed);
-        loop {
-            let amount = hard.saturating_sub(cur).clamp(0, max);
-            if amount == 0 {
-                return 0;
-            }
-            match self
-                .charged
-                .compare_exchange_weak(cur, cur + amount, Relaxed, Relaxed)
-            {
-                Ok(_) => {
-                    self.limit_moved_since(limit);
-                    return amount;
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// Charges exactly `bytes` for a reservation unless that would pass the hard limit (or, without
-    /// one, [`MAX_RESERVED`]); true when charged.
-    pub fn charge_reserved(&self, bytes: i64) -> bool {
-        let hard = self.hard.load(Relaxed);
-        let cap = if hard == NONE {
-            MAX_RESERVED
-        } else {
-            hard as i64
-        };
-        let charged = self
-            .charged
-            .fetch_update(Relaxed, Relaxed, |cur| {
-                cur.checked_add(bytes).filter(|&after| after <= cap)
-            })
-            .is_ok();
-        if charged {
-            self.limit_moved_since(hard);
-        }
-        charged
-    }
-
-    /// After a charge made against the hard limit `used`: if the limit has changed since, the
-    /// change's own check of [`over`](Self::update_over) may have missed this charge, so it is
-    /// checked again. With the fence in [`store`], one of the two sees the other: the limit's
-    /// store sees this charge, or this sees the new limit.
-    #[inline]
-    fn limit_moved_since(&self, used: u64) {
-        fence(SeqCst);
-        if self.hard.load(Relaxed) != used && self.update_over() {
-            // The limit's own epoch step may have come before this charge made the budget over:
-            // threads that took that epoch would go on spending credit. A new step sends them all
-            // back to `refresh`, which sees the budget over.
-            LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
-        }
-    }
-
-    /// Gives `bytes` of charge back.
-    pub fn uncharge(&self, bytes: i64) {
-        let after = self.charged.fetch_sub(bytes, Relaxed) - bytes;
-        if self.over.load(Relaxed) && after <= self.hard.load(Relaxed).min(i64::MAX as u64) as i64 {
-            self.update_over();
-        }
-    }
-
-    /// Re-checks whether charged bytes are above the hard limit and keeps [`OVER_LIMIT`] in step;
-    /// true when this call found the budget newly over.
-    fn update_over(&self) -> bool {
-        let hard = self.hard.load(Relaxed);
-        let over = hard != NONE && self.charged.load(Relaxed) > hard as i64;
-        if self.over.swap(over, Relaxed) != over {
-            if over {
-                OVER_LIMIT.fetch_add(1, Relaxed);
-            } else {
-                OVER_LIMIT.fetch_sub(1, Relaxed);
-            }
-            return over;
-        }
-        false
-    }
-
     /// The error for a refused request of `requested` bytes.
     pub fn refusal(&self, component: Option<ComponentId>, requested: u64) -> BudgetExceeded {
         BudgetExceeded {
@@ -403,8 +271,6 @@ pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
 /// block's epoch never has it: with histograms on, the plain fast path declines and its twin that
 /// counts sizes, which compares with the bit set, takes the allocation).
 pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// What a limit change adds to [`LIMIT_EPOCH`].
-pub(crate) const EPOCH_STEP: u64 = 2;
 /// The bit of [`LIMIT_EPOCH`] that says histograms are on.
 pub(crate) const HISTOGRAMS_BIT: u64 = 1;
 
@@ -472,14 +338,9 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
             return Err(LimitError::SoftAboveHard { soft, hard });
         }
     }
-    entity.hard.store(limits.hard.unwrap_or(NONE), Relaxed);
-    entity.soft.store(limits.soft.unwrap_or(NONE), Relaxed);
-    // Pairs with `Entity::limit_moved_since`: a charge made against the old limit either is seen
-    // by this check or sees the new limit and checks again itself.
-    fence(SeqCst);
-    entity.update_over();
+    // Before the limits, so that the epoch step that publishes them publishes this too.
     ANY_LIMIT.store(true, Relaxed);
-    LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
+    entity.set_limits(limits.hard.unwrap_or(NONE), limits.soft.unwrap_or(NONE));
     crate::abort_line::install();
     Ok(())
 }
@@ -652,8 +513,7 @@ mod tests {
             });
             let truth = e.charged.load(Relaxed) > e.hard.load(Relaxed) as i64;
             wrong += usize::from(e.over.load(Relaxed) != truth);
-            e.charged.store(0, Relaxed);
-            e.update_over();
+            e.uncharge(e.charged.load(Relaxed));
         }
         assert_eq!(wrong, 0, "over was wrong after {wrong} of 20 000 races");
     }
