@@ -11,7 +11,7 @@
 //! `LOOM_MAX_PREEMPTIONS` and the other `LOOM_*` variables override the bounds set here; with
 //! `LOOM_LOG=trace LOOM_LOCATION=1` loom prints the interleaving of a failure.
 
-use loom::sync::atomic::Ordering::Relaxed;
+use loom::sync::atomic::Ordering::{Acquire, Relaxed};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -77,6 +77,26 @@ fn assert_over_is_right(e: &Entity) {
     );
 }
 
+/// What a thread that refreshes its credit reads: the limit epoch, then whether a budget is over.
+/// If it saw none over, it goes on spending credit until the epoch moves.
+fn refresh() -> (u64, bool) {
+    let epoch = LIMIT_EPOCH.load(Acquire);
+    (epoch, OVER_LIMIT.load(Relaxed) != 0)
+}
+
+/// Once every thread is joined, with the budget over its limit: a thread that saw no budget over
+/// at `epoch` must find the epoch moved, or it would keep spending credit while usage is over.
+fn assert_refresh_sent_back(e: &Entity, (epoch, strict): (u64, bool), who: &str) {
+    if e.over.load(Relaxed) && !strict {
+        assert_ne!(
+            LIMIT_EPOCH.load(Relaxed),
+            epoch,
+            "{who} saw no budget over at epoch {epoch}, and the epoch never moved on \
+             though the budget ended over its limit"
+        );
+    }
+}
+
 /// The three ways to charge, racing against a fixed hard limit: the charged total never passes
 /// it, what the calls returned adds up to it, and giving all of it back leaves nothing.
 #[test]
@@ -122,6 +142,97 @@ fn racing_charges_never_pass_a_fixed_hard_limit() {
             e.uncharge(bytes);
         }
         assert_eq!(e.charged.load(Relaxed), 0);
+        assert_over_is_right(&e);
+    });
+}
+
+/// A charge racing a limit lowered below usage: once both are done, `over` is right, and if the
+/// budget ended over its limit, a thread that took an epoch while no budget was over (the
+/// charger before charging, the setter after its change) finds the epoch moved on.
+#[test]
+fn a_charge_racing_a_lowered_limit_leaves_over_right_and_moves_the_epoch() {
+    model(|| {
+        let e = budget(1000, 2000);
+        let charger = thread::spawn({
+            let e = e.clone();
+            move || {
+                let before = refresh();
+                // Refused if it sees the lower limit; else it lands above it.
+                let _ = e.charge(500, 500);
+                before
+            }
+        });
+        e.set_limits(1100, NONE);
+        let setter = refresh();
+        let charger = charger.join().unwrap();
+        assert_over_is_right(&e);
+        assert_refresh_sent_back(&e, charger, "the charger");
+        assert_refresh_sent_back(&e, setter, "the limit's setter");
+    });
+}
+
+/// A limit lowered and raised back, racing a charge that may see the lowered limit and find the
+/// budget over: once both are done, the budget is not over, and `over` says so.
+#[test]
+fn a_limit_raised_back_racing_a_charge_leaves_over_right() {
+    model(|| {
+        let e = budget(1000, 2000);
+        let charger = thread::spawn({
+            let e = e.clone();
+            move || {
+                let _ = e.charge(500, 500);
+            }
+        });
+        e.set_limits(1100, NONE);
+        e.set_limits(2000, NONE);
+        charger.join().unwrap();
+        assert_over_is_right(&e);
+    });
+}
+
+/// A limit raised above usage, racing an uncharge and a charge of a budget that is over its
+/// limit: once all are done, `over` is right.
+#[test]
+fn a_limit_raised_racing_an_uncharge_and_a_charge_leaves_over_right() {
+    model(|| {
+        let e = budget(1500, 1100);
+        let uncharger = thread::spawn({
+            let e = e.clone();
+            move || e.uncharge(500)
+        });
+        let charger = thread::spawn({
+            let e = e.clone();
+            move || {
+                let _ = e.charge(300, 300);
+            }
+        });
+        e.set_limits(2000, NONE);
+        uncharger.join().unwrap();
+        charger.join().unwrap();
+        assert_over_is_right(&e);
+    });
+}
+
+/// An uncharge that takes a budget back under its lowered limit, racing the charge that took it
+/// over: once all are done, `over` is right (an uncharge that misses the charge's `over` must
+/// leave the charge to see the uncharge).
+#[test]
+fn an_uncharge_racing_a_charge_over_a_lowered_limit_leaves_over_right() {
+    model(|| {
+        let e = budget(1000, 2000);
+        let charger = thread::spawn({
+            let e = e.clone();
+            move || {
+                let _ = e.charge(500, 500);
+            }
+        });
+        let uncharger = thread::spawn({
+            let e = e.clone();
+            move || e.uncharge(500)
+        });
+        e.set_limits(1100, NONE);
+        charger.join().unwrap();
+        uncharger.join().unwrap();
         assert_over_is_right(&e);
     });
 }

@@ -136,36 +136,62 @@ impl Entity {
     #[inline]
     fn limit_moved_since(&self, used: u64) {
         fence(SeqCst);
-        if self.hard.load(Relaxed) != used && self.update_over() {
-            // The limit's own epoch step may have come before this charge made the budget over:
-            // threads that took that epoch would go on spending credit. A new step sends them all
-            // back to `refresh`, which sees the budget over.
-            LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
+        if self.hard.load(Relaxed) != used {
+            self.update_over();
         }
     }
 
     /// Gives `bytes` of charge back.
     pub fn uncharge(&self, bytes: i64) {
         let after = self.charged.fetch_sub(bytes, Relaxed) - bytes;
+        // Pairs with the fence in `update_over`: an update that counted these bytes still charged
+        // and marked the budget over is either seen here, or sees them gone on its second look.
+        fence(SeqCst);
         if self.over.load(Relaxed) && after <= self.hard.load(Relaxed).min(i64::MAX as u64) as i64 {
             self.update_over();
         }
     }
 
-    /// Re-checks whether charged bytes are above the hard limit and keeps [`OVER_LIMIT`] in step;
-    /// true when this call found the budget newly over.
-    fn update_over(&self) -> bool {
+    /// Whether charged bytes are above the hard limit, as this thread sees them now.
+    fn is_over(&self) -> bool {
         let hard = self.hard.load(Relaxed);
-        let over = hard != NONE && self.charged.load(Relaxed) > hard as i64;
-        if self.over.swap(over, Relaxed) != over {
-            if over {
-                OVER_LIMIT.fetch_add(1, Relaxed);
-            } else {
-                OVER_LIMIT.fetch_sub(1, Relaxed);
+        hard != NONE && self.charged.load(Relaxed) > hard as i64
+    }
+
+    /// Makes `over` say whether charged bytes are above the hard limit, and keeps [`OVER_LIMIT`]
+    /// in step. Finding the budget newly over moves [`LIMIT_EPOCH`] on: threads that took the
+    /// epoch while no budget was over would go on spending credit; a new step sends them back to
+    /// `refresh`, which sees the budget over.
+    ///
+    /// Updates race, and one may swap in what it saw after another swapped in something newer
+    /// (a limit raised back while a charge that saw the lower limit marks the budget over, or an
+    /// uncharge that saw an old limit). So each takes a second look after its swap and swaps again
+    /// until the two agree. Every change that can turn the answer (a limit's store, a charge
+    /// against a moved limit, an uncharge) is followed by a fence and then this or a look at
+    /// `over`; with the fence after the swap, the last swap's second look sees every such change,
+    /// or the change's own look sees that swap and updates again, which would come later. The
+    /// loop ends once limits stop changing: charges never pass the limit they see, so without a
+    /// new limit the answer can only turn from over to not over.
+    #[cold]
+    #[inline(never)]
+    fn update_over(&self) {
+        let mut over = self.is_over();
+        loop {
+            if self.over.swap(over, Relaxed) != over {
+                if over {
+                    OVER_LIMIT.fetch_add(1, Relaxed);
+                    LIMIT_EPOCH.fetch_add(EPOCH_STEP, Release);
+                } else {
+                    OVER_LIMIT.fetch_sub(1, Relaxed);
+                }
             }
-            return over;
+            fence(SeqCst);
+            let now = self.is_over();
+            if now == over {
+                return;
+            }
+            over = now;
         }
-        false
     }
 
     /// Replaces the limits (`hard` and `soft` in bytes, at most `i64::MAX`, or [`NONE`]), marks
