@@ -44,6 +44,7 @@ mod budget;
 mod config;
 mod counters;
 mod emergency_reserve;
+mod event_ring;
 mod global;
 mod histogram;
 mod monitor;

@@ -13,10 +13,10 @@
 //! this can run inside the allocator) and the monitor thread is woken to run the callbacks.
 
 use crate::budget::{self, Scope};
-use crate::registry::{ComponentId, CAPACITY};
+use crate::event_ring::EventRing;
 use std::fmt;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::thread::Thread;
 
@@ -287,107 +287,21 @@ pub fn component_pressure(name: &str) -> Level {
 }
 
 // The event ring: multi-producer (any thread, inside the allocator), single consumer (the monitor).
-
-const RING: usize = 256;
-
-struct Slot {
-    /// Sequence number + 1 of the event in the slot; 0 = never written.
-    seq: AtomicU64,
-    /// scope (0 = process, else component id + 1) | kind << 16 | previous << 24 | level << 32
-    head: AtomicU64,
-    charged: AtomicU64,
-    limit: AtomicU64,
-}
-
-static EVENTS: [Slot; RING] = [const {
-    Slot {
-        seq: AtomicU64::new(0),
-        head: AtomicU64::new(0),
-        charged: AtomicU64::new(0),
-        limit: AtomicU64::new(0),
-    }
-}; RING];
-static NEXT: AtomicU64 = AtomicU64::new(0);
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+static EVENTS: EventRing = EventRing::new();
 
 fn push(e: PressureEvent) {
-    let seq = NEXT.fetch_add(1, Relaxed);
-    let slot = &EVENTS[(seq % RING as u64) as usize];
-    let scope = match e.scope {
-        Scope::Process => 0u64,
-        Scope::Component(c) => c.index() as u64 + 1,
-    };
-    let kind = match e.kind {
-        EventKind::Warning => 0u64,
-        EventKind::Critical => 1,
-        EventKind::Recovery => 2,
-    };
-    // A seqlock's writer: `seq` is 0 while the fields change, and the fence orders that before
-    // them, so a reader that saw any of them sees the 0 when it checks `seq` again.
-    slot.seq.store(0, Relaxed);
-    fence(Release);
-    slot.head.store(
-        scope | kind << 16 | (e.previous as u64) << 24 | (e.level as u64) << 32,
-        Relaxed,
-    );
-    slot.charged.store(e.charged_bytes, Relaxed);
-    slot.limit.store(e.limit_bytes, Relaxed);
-    slot.seq.store(seq + 1, Release);
+    EVENTS.push(e);
 }
 
-/// Takes the events after `cursor` (monitor only), in order. Events overwritten before or while
-/// they were read are counted in [`dropped_events`].
-///
-/// One case is not caught: two producers 256 events apart writing the same slot at once (the
-/// older one stalled in the middle of its five stores while 256 more events were pushed) can
-/// leave a mix of both with the older one's `seq`, read as its event. That needs more events in
-/// flight than the ring holds; below that, every event read is whole.
-pub(crate) fn drain(cursor: &mut u64, mut f: impl FnMut(PressureEvent)) {
-    let end = NEXT.load(Acquire);
-    if end.saturating_sub(*cursor) > RING as u64 {
-        DROPPED.fetch_add(end - *cursor - RING as u64, Relaxed);
-        *cursor = end - RING as u64;
-    }
-    while *cursor < end {
-        let slot = &EVENTS[(*cursor % RING as u64) as usize];
-        if slot.seq.load(Acquire) != *cursor + 1 {
-            // Not written yet (a producer between its fetch_add and its store): next time.
-            break;
-        }
-        let head = slot.head.load(Relaxed);
-        let scope = match head & 0xffff {
-            0 => Scope::Process,
-            c if (c as usize) <= CAPACITY => Scope::Component(ComponentId((c - 1) as u16)),
-            _ => Scope::Process,
-        };
-        let kind = match (head >> 16) & 0xff {
-            0 => EventKind::Warning,
-            1 => EventKind::Critical,
-            _ => EventKind::Recovery,
-        };
-        let event = PressureEvent {
-            scope,
-            kind,
-            previous: Level::from_u8((head >> 24) as u8),
-            level: Level::from_u8((head >> 32) as u8),
-            charged_bytes: slot.charged.load(Relaxed),
-            limit_bytes: slot.limit.load(Relaxed),
-        };
-        *cursor += 1;
-        // A producer 256 events later may have overwritten the slot while it was read (it zeroes
-        // `seq` first): then the fields may mix two events, and this one is lost.
-        fence(Acquire);
-        if slot.seq.load(Relaxed) != *cursor {
-            DROPPED.fetch_add(1, Relaxed);
-            continue;
-        }
-        f(event);
-    }
+/// Takes the events after `cursor` (monitor only), in order; see [`EventRing::drain`].
+pub(crate) fn drain(cursor: &mut u64, f: impl FnMut(PressureEvent)) {
+    EVENTS.drain(cursor, f);
 }
 
-/// Pressure events lost because more than 256 arrived between two monitor wake-ups.
+/// Pressure events lost: more than 256 arrived between two monitor wake-ups, or (rarer) two
+/// threads wrote one slot of the ring at once, one stalled while 256 more events arrived.
 pub fn dropped_events() -> u64 {
-    DROPPED.load(Relaxed)
+    EVENTS.dropped()
 }
 
 pub(crate) static MONITOR: OnceLock<Thread> = OnceLock::new();
@@ -402,56 +316,6 @@ pub(crate) fn wake_monitor() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Events pushed by two threads while a third drains: every event read has the fields one
-    /// producer wrote together (charged and limit equal, the scope matching them), never a mix
-    /// of an event and the one that overwrote it.
-    #[test]
-    fn drained_events_are_never_torn() {
-        const PER_THREAD: u64 = 300_000;
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for t in 0..2u64 {
-                s.spawn(move || {
-                    for i in 0..PER_THREAD {
-                        let x = (i << 1 | t) + 1;
-                        push(PressureEvent {
-                            scope: Scope::Component(ComponentId((x % 1000) as u16)),
-                            kind: EventKind::Warning,
-                            previous: Level::Normal,
-                            level: Level::Warning,
-                            charged_bytes: x,
-                            limit_bytes: x,
-                        });
-                    }
-                });
-            }
-            let done = &done;
-            let reader = s.spawn(move || {
-                let (mut cursor, mut read, mut torn) = (NEXT.load(Relaxed), 0u64, 0u64);
-                while !done.load(Relaxed) {
-                    drain(&mut cursor, |e| {
-                        read += 1;
-                        let same_scope = e.scope
-                            == Scope::Component(ComponentId((e.charged_bytes % 1000) as u16));
-                        if e.charged_bytes != e.limit_bytes || !same_scope {
-                            torn += 1;
-                        }
-                    });
-                }
-                (read, torn)
-            });
-            // The producers are the other spawned threads; wait for them by polling the ring.
-            while NEXT.load(Relaxed) < 2 * PER_THREAD {
-                std::thread::yield_now();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            done.store(true, Relaxed);
-            let (read, torn) = reader.join().unwrap();
-            assert!(read > 0);
-            assert_eq!(torn, 0, "{torn} of {read} events were torn");
-        });
-    }
 
     #[test]
     fn hysteresis_follows_the_thresholds() {
