@@ -224,7 +224,9 @@ pub fn compact() -> Result<CompactReport, CtlError> {
 mod tests {
     use super::*;
 
+    /// Serial with the test below, whose thread allocates and refreshes meanwhile.
     #[test]
+    #[serial_test::serial(jemalloc_stats)]
     fn stats_are_consistent() {
         let s = stats().unwrap();
         assert!(s.active >= s.allocated, "{s:?}");
@@ -238,6 +240,7 @@ mod tests {
     /// jemalloc's statistics epoch is process-wide: a refresh by another thread (memgov's
     /// responder samples every 50 ms) between two reads mixed two snapshots.
     #[test]
+    #[serial_test::serial(jemalloc_stats)]
     fn stats_stay_consistent_while_another_thread_refreshes() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = AtomicBool::new(false);
@@ -264,7 +267,10 @@ mod tests {
             for _ in 0..2000 {
                 let s = stats().unwrap();
                 let pages: u64 = s.arenas.iter().map(|a| a.dirty).sum();
-                if pages * page != s.dirty || s.active < s.allocated {
+                // Only figures of one snapshot are compared: jemalloc takes a snapshot arena by
+                // arena while this thread's neighbour allocates, so `active >= allocated` (as
+                // documented) need not hold in it.
+                if pages * page != s.dirty {
                     stop.store(true, Ordering::Relaxed);
                     panic!(
                         "mixed snapshots: arenas' dirty {} bytes, {s:?}",
