@@ -48,8 +48,14 @@ impl Slot {
     /// Announces a producer of event `seq`: one more writer; the first of a busy spell clears
     /// [`TORN`], a later one sets it. False, and nothing changed, when a newer event was written
     /// here already: then this one counts as overwritten (the reader sees that from the label).
+    ///
+    /// Acquire: the payload stores of every producer that left the slot before come before this
+    /// one's. Without it, nothing orders one producer's stores to a word before the next one's,
+    /// and the word may end holding the older value; a reader that then sees the newer label
+    /// takes the older event for the newer one (the model check found this: event 0's payload
+    /// delivered as event 2 in a ring of two slots).
     pub(super) fn begin(&self, seq: u64) -> bool {
-        let announced = self.state.fetch_update(Relaxed, Relaxed, |cur| {
+        let announced = self.state.fetch_update(Acquire, Relaxed, |cur| {
             if cur >> LABEL_SHIFT > seq + 1 {
                 return None;
             }
