@@ -356,7 +356,7 @@ pub(crate) mod shadow {
         [const { AtomicPtr::new(std::ptr::null_mut()) }; 16];
 
     /// The place in the table with granule `1 << shift` once the tables are published; `None`
-    /// before (the caller then takes [`place`](super::place), which decides) or if they could
+    /// before (the caller then takes [`place`], which decides) or if they could
     /// not be made.
     #[inline(always)]
     pub(crate) fn published_table(shift: u8) -> Option<Place> {

@@ -14,7 +14,7 @@
 //! Budgets do not wait for a flush: each record also holds the thread's credit for the component
 //! (and the block its credit for the process), spent and refilled as described in `budget.rs`. So
 //! the charged bytes that limits and pressure levels are computed from exceed the live bytes by at
-//! most [`MAX_CREDIT`](crate::budget::MAX_CREDIT) per thread and component, and never fall below
+//! most [`MAX_CREDIT`] per thread and component, and never fall below
 //! them.
 //!
 //! # Teardown

@@ -9,7 +9,7 @@
 //!   memgov uses to put its component tag in the slack at the end of a block.
 //!
 //! * typed `mallctl` controls ([`set_decay`], [`purge_all`], [`set_background_threads`], ...),
-//!   statistics ([`stats`]) and compaction ([`compact`]). Only the `raw` module calls `mallctl`.
+//!   statistics ([`stats()`]) and compaction ([`compact`]). Only the `raw` module calls `mallctl`.
 //! * extent-hook wrappers ([`hook_arenas`]) that tell memgov which address ranges jemalloc has
 //!   given back, so that memgov can give back its own tag-table pages for them.
 //!

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | Prometheus text ([`to_prometheus`](crate::to_prometheus)) |
 //! | `GET /memory` | JSON snapshot ([`to_json`](crate::to_json)) |
-//! | `GET /memory/health` | the health report ([`health`](crate::health)), as text |
+//! | `GET /memory/health` | the health report ([`health`](crate::health())), as text |
 //! | `POST /memory/compact` | jemalloc purge ([`compact`](alloc_jemalloc::compact)), as JSON; 501 without jemalloc |
 //!
 //! Requests are served one at a time on the server's own thread (component `"memgov-http"`), never

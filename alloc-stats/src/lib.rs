@@ -5,8 +5,8 @@
 //! * [`assert_no_leaks!`], [`assert_max_live!`], [`assert_allocations!`]: dhat-style assertions
 //!   whose failure messages show the figures.
 //! * [`to_table`], [`to_json`], [`to_prometheus`]: the figures for logs and dashboards.
-//! * [`start_history`] / [`history`]: a bounded ring of samples taken by the monitor thread;
-//!   [`detect_leaks`]: steady growth found by a least-squares fit; [`health`]: one call that
+//! * [`start_history`] / [`history()`]: a bounded ring of samples taken by the monitor thread;
+//!   [`detect_leaks`]: steady growth found by a least-squares fit; [`health()`]: one call that
 //!   says how memory is doing, with recommendations.
 //!
 //! * `http` (feature `http`): `GET /metrics`, `GET /memory`, `GET /memory/health`,
