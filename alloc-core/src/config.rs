@@ -711,11 +711,15 @@ fn read_and_report() {
 /// pipe nobody reads) loses the lines and nothing else: `init()` still returns the errors.
 ///
 /// Before `main` the Rust runtime has not yet ignored SIGPIPE, so a write to a pipe whose reader
-/// has gone would kill the program; SIGPIPE is ignored while the lines are written, and put back
-/// as it was after.
+/// has gone would kill the program; SIGPIPE is blocked on this thread while the lines are
+/// written, and one they raise is taken before it is unblocked. Other threads, and the process's
+/// disposition, which they may change meanwhile, are left alone.
 fn print_errors(errors: &ConfigErrors) {
     use std::io::Write;
-    let _sigpipe_ignored = SigpipeIgnored::new();
+    // Elsewhere nothing prints before `main` (the constructor is Linux's), and after it the Rust
+    // runtime ignores SIGPIPE.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _sigpipe_blocked = SigpipeBlocked::new();
     let mut stderr = std::io::stderr().lock();
     for e in &errors.0 {
         if writeln!(stderr, "memgov: ignoring {e}").is_err() {
@@ -724,33 +728,77 @@ fn print_errors(errors: &ConfigErrors) {
     }
 }
 
-/// SIGPIPE ignored for as long as this lives; the disposition it had is restored on drop.
-struct SigpipeIgnored {
-    before: Option<libc::sigaction>,
+/// SIGPIPE blocked on the calling thread for as long as this lives. On drop, a SIGPIPE that
+/// became pending meanwhile (a write to a closed pipe raises it on the writing thread) is taken
+/// without being delivered, and the thread's signal mask is put back as it was.
+///
+/// Not the process-wide disposition: ignoring SIGPIPE for the process and then putting back what
+/// was found would undo a handler another thread installed meanwhile, and would discard the
+/// SIGPIPEs of other threads' writes. One sent to the whole process (`kill -PIPE`) while this
+/// lives, with none pending before, is taken too: it cannot be told apart from the write's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+struct SigpipeBlocked {
+    /// The thread's mask before, when blocking succeeded.
+    mask_before: Option<libc::sigset_t>,
+    /// Whether a SIGPIPE was pending already (then it is not this guard's to take).
+    pending_before: bool,
 }
 
-impl SigpipeIgnored {
-    fn new() -> SigpipeIgnored {
-        // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
-        let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
-        ignore.sa_sigaction = libc::SIG_IGN;
-        // SAFETY: as above.
-        let mut before: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live sigaction values; SIGPIPE may be ignored.
-        let changed = unsafe { libc::sigaction(libc::SIGPIPE, &ignore, &mut before) } == 0;
-        SigpipeIgnored {
-            before: changed.then_some(before),
+/// The set holding SIGPIPE alone.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn sigpipe_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, and sigemptyset initialises it before sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        set
+    }
+}
+
+/// Whether a SIGPIPE is pending for this thread or the process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn sigpipe_pending() -> bool {
+    // SAFETY: sigset_t is plain data; sigpending fills it before sigismember reads it.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl SigpipeBlocked {
+    fn new() -> SigpipeBlocked {
+        let block = sigpipe_set();
+        // SAFETY: sigset_t is plain data; pthread_sigmask writes it on success.
+        let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live sigsets; this changes only the calling thread's mask.
+        let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut before) } == 0;
+        SigpipeBlocked {
+            mask_before: blocked.then_some(before),
+            pending_before: blocked && sigpipe_pending(),
         }
     }
 }
 
-impl Drop for SigpipeIgnored {
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Drop for SigpipeBlocked {
     fn drop(&mut self) {
-        if let Some(before) = &self.before {
-            // SAFETY: `before` is the disposition sigaction returned; a SIGPIPE raised while it
-            // was ignored was discarded, not left pending.
-            unsafe { libc::sigaction(libc::SIGPIPE, before, std::ptr::null_mut()) };
+        let Some(before) = &self.mask_before else {
+            return;
+        };
+        if !self.pending_before && sigpipe_pending() {
+            let set = sigpipe_set();
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: live set and timespec; SIGPIPE is blocked, so it is taken, not delivered.
+            unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &now) };
         }
+        // SAFETY: `before` is the mask pthread_sigmask returned for this thread when the guard
+        // was made (`print_errors` makes and drops it on one thread).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, before, std::ptr::null_mut()) };
     }
 }
 
@@ -1332,5 +1380,77 @@ mod tests {
         for root in [service, own, v1, container] {
             let _ = std::fs::remove_dir_all(root);
         }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    static SIGPIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    extern "C" fn count_sigpipe(_: libc::c_int) {
+        SIGPIPES.fetch_add(1, Relaxed);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn handler() -> libc::sighandler_t {
+        count_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t
+    }
+
+    /// The SIGPIPE disposition now.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn sigpipe_handler() -> libc::sighandler_t {
+        // SAFETY: all-zero is a valid sigaction; a null new action only reads the current one.
+        let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: `now` is a live sigaction.
+        unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut now) };
+        now.sa_sigaction
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn set_sigpipe_handler(handler: libc::sighandler_t) {
+        // SAFETY: all-zero is a valid sigaction (empty mask, no flags).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = handler;
+        // SAFETY: `action` is a live sigaction; the handler only touches an atomic.
+        unsafe { libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut()) };
+    }
+
+    /// Errors are printed after `main` too (a deferred setting jemalloc refuses), and before it
+    /// in a program whose constructors started threads: another thread may install its own
+    /// SIGPIPE handler while they print. It keeps it. (When the printing thread set SIGPIPE to
+    /// ignored for the whole process and then put back what it found, the other thread's handler
+    /// was lost.) And a write to a closed pipe while printing raises nothing, then or after.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn printing_errors_leaves_sigpipe_to_the_other_threads() {
+        let before = sigpipe_handler();
+        let (guarded, handler_set) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                guarded.wait();
+                set_sigpipe_handler(handler());
+                handler_set.wait();
+            });
+            let guard = SigpipeBlocked::new();
+            guarded.wait();
+            handler_set.wait();
+            let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors pipe() writes; both are closed below.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: the descriptors are this test's; the buffer is one live byte.
+            let (wrote, error) = unsafe {
+                libc::close(fds[0]);
+                let wrote = libc::write(fds[1], b"x".as_ptr().cast(), 1);
+                let error = std::io::Error::last_os_error().raw_os_error();
+                libc::close(fds[1]);
+                (wrote, error)
+            };
+            assert_eq!((wrote, error), (-1, Some(libc::EPIPE)));
+            drop(guard);
+        });
+        let after = sigpipe_handler();
+        let raised = SIGPIPES.load(Relaxed);
+        set_sigpipe_handler(before);
+        assert_eq!(after, handler(), "the other thread's handler was lost");
+        assert_eq!(raised, 0, "the write's SIGPIPE reached the handler");
     }
 }
