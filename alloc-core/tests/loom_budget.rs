@@ -97,6 +97,20 @@ fn assert_refresh_sent_back(e: &Entity, (epoch, strict): (u64, bool), who: &str)
     }
 }
 
+/// A thread that charges exactly `bytes` (refused or not: either is a case the models check).
+fn spawn_charge(e: &Arc<Entity>, bytes: i64) -> thread::JoinHandle<()> {
+    let e = e.clone();
+    thread::spawn(move || {
+        let _ = e.charge(bytes, bytes);
+    })
+}
+
+/// A thread that gives `bytes` of charge back.
+fn spawn_uncharge(e: &Arc<Entity>, bytes: i64) -> thread::JoinHandle<()> {
+    let e = e.clone();
+    thread::spawn(move || e.uncharge(bytes))
+}
+
 /// The three ways to charge, racing against a fixed hard limit: the charged total never passes
 /// it, what the calls returned adds up to it, and giving all of it back leaves nothing.
 #[test]
@@ -177,12 +191,7 @@ fn a_charge_racing_a_lowered_limit_leaves_over_right_and_moves_the_epoch() {
 fn a_limit_raised_back_racing_a_charge_leaves_over_right() {
     model(|| {
         let e = budget(1000, 2000);
-        let charger = thread::spawn({
-            let e = e.clone();
-            move || {
-                let _ = e.charge(500, 500);
-            }
-        });
+        let charger = spawn_charge(&e, 500);
         e.set_limits(1100, NONE);
         e.set_limits(2000, NONE);
         charger.join().unwrap();
@@ -196,16 +205,8 @@ fn a_limit_raised_back_racing_a_charge_leaves_over_right() {
 fn a_limit_raised_racing_an_uncharge_and_a_charge_leaves_over_right() {
     model(|| {
         let e = budget(1500, 1100);
-        let uncharger = thread::spawn({
-            let e = e.clone();
-            move || e.uncharge(500)
-        });
-        let charger = thread::spawn({
-            let e = e.clone();
-            move || {
-                let _ = e.charge(300, 300);
-            }
-        });
+        let uncharger = spawn_uncharge(&e, 500);
+        let charger = spawn_charge(&e, 300);
         e.set_limits(2000, NONE);
         uncharger.join().unwrap();
         charger.join().unwrap();
@@ -220,16 +221,8 @@ fn a_limit_raised_racing_an_uncharge_and_a_charge_leaves_over_right() {
 fn an_uncharge_racing_a_charge_over_a_lowered_limit_leaves_over_right() {
     model(|| {
         let e = budget(1000, 2000);
-        let charger = thread::spawn({
-            let e = e.clone();
-            move || {
-                let _ = e.charge(500, 500);
-            }
-        });
-        let uncharger = thread::spawn({
-            let e = e.clone();
-            move || e.uncharge(500)
-        });
+        let charger = spawn_charge(&e, 500);
+        let uncharger = spawn_uncharge(&e, 500);
         e.set_limits(1100, NONE);
         charger.join().unwrap();
         uncharger.join().unwrap();
