@@ -1423,11 +1423,14 @@ mod tests {
     #[test]
     fn printing_errors_leaves_sigpipe_to_the_other_threads() {
         let before = sigpipe_handler();
+        // Taken once: a function's address may differ between two places that name it (a
+        // release build can give each codegen unit its own copy).
+        let counting = handler();
         let (guarded, handler_set) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
         std::thread::scope(|s| {
             s.spawn(|| {
                 guarded.wait();
-                set_sigpipe_handler(handler());
+                set_sigpipe_handler(counting);
                 handler_set.wait();
             });
             let guard = SigpipeBlocked::new();
@@ -1450,7 +1453,7 @@ mod tests {
         let after = sigpipe_handler();
         let raised = SIGPIPES.load(Relaxed);
         set_sigpipe_handler(before);
-        assert_eq!(after, handler(), "the other thread's handler was lost");
+        assert_eq!(after, counting, "the other thread's handler was lost");
         assert_eq!(raised, 0, "the write's SIGPIPE reached the handler");
     }
 }
