@@ -42,6 +42,7 @@ pub(crate) use entity::{Entity, EPOCH_STEP};
 /// The atomics that [`entity`] is written against: std's here. The model check
 /// (`tests/loom_budget.rs`) includes the same file with loom's.
 mod sync {
+    pub(super) use std::hint::spin_loop;
     pub(super) use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8};
 }
 
@@ -224,6 +225,7 @@ impl Entity {
             charged: AtomicI64::new(0),
             hard: AtomicU64::new(NONE),
             soft: AtomicU64::new(NONE),
+            limits_seq: AtomicU64::new(0),
             level: AtomicU8::new(0),
             failures: AtomicU64::new(0),
             over: AtomicBool::new(false),
@@ -231,10 +233,11 @@ impl Entity {
     }
 
     pub fn limits(&self) -> Limits {
-        let get = |a: &AtomicU64| Some(a.load(Relaxed)).filter(|&v| v != NONE);
+        let (hard, soft) = self.limit_pair();
+        let set = |v: u64| Some(v).filter(|&v| v != NONE);
         Limits {
-            hard: get(&self.hard),
-            soft: get(&self.soft),
+            hard: set(hard),
+            soft: set(soft),
         }
     }
 
@@ -327,6 +330,9 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Serialises limit changes: they are the writers of each budget's limits sequence lock.
+static LIMIT_STORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     for bytes in [limits.hard, limits.soft].into_iter().flatten() {
         if bytes > i64::MAX as u64 {
@@ -340,7 +346,14 @@ fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     }
     // Before the limits, so that the epoch step that publishes them publishes this too.
     ANY_LIMIT.store(true, Relaxed);
-    entity.set_limits(limits.hard.unwrap_or(NONE), limits.soft.unwrap_or(NONE));
+    {
+        // `set_limits` calls must not overlap. Off the allocation path: only code that sets a
+        // limit takes this lock.
+        let _one_at_a_time = LIMIT_STORES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entity.set_limits(limits.hard.unwrap_or(NONE), limits.soft.unwrap_or(NONE));
+    }
     crate::abort_line::install();
     Ok(())
 }

@@ -23,6 +23,7 @@ use entity::{Entity, NEAR_LIMIT, NONE};
 
 /// The atomics [`entity`] is compiled against: loom's.
 mod sync {
+    pub(super) use loom::hint::spin_loop;
     pub(super) use loom::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8};
 }
 
@@ -52,6 +53,7 @@ fn budget(charged: i64, hard: u64) -> Arc<Entity> {
         charged: sync::AtomicI64::new(charged),
         hard: sync::AtomicU64::new(NONE),
         soft: sync::AtomicU64::new(NONE),
+        limits_seq: sync::AtomicU64::new(0),
         level: sync::AtomicU8::new(0),
         failures: sync::AtomicU64::new(0),
         over: sync::AtomicBool::new(false),
@@ -227,5 +229,25 @@ fn an_uncharge_racing_a_charge_over_a_lowered_limit_leaves_over_right() {
         charger.join().unwrap();
         uncharger.join().unwrap();
         assert_over_is_right(&e);
+    });
+}
+
+/// A reader racing a change of both limits: it sees the old pair or the new one, never the new
+/// hard limit with the old soft one (the parent's pressure levels and reports read the pair).
+#[test]
+fn a_reader_racing_a_limit_change_sees_one_pair() {
+    model(|| {
+        let e = budget(0, 1000);
+        e.set_limits(1000, 800);
+        let reader = thread::spawn({
+            let e = e.clone();
+            move || e.limit_pair()
+        });
+        e.set_limits(2000, 1500);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen == (1000, 800) || seen == (2000, 1500),
+            "read {seen:?}, a pair never set together"
+        );
     });
 }

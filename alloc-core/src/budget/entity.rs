@@ -8,9 +8,9 @@
 //! from `super` (plain statics in the crate; in the model, loom's `lazy_static`, made afresh for
 //! each execution, as loom requires).
 
-use super::sync::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8};
+use super::sync::{fence, spin_loop, AtomicBool, AtomicI64, AtomicU64, AtomicU8};
 use super::{LIMIT_EPOCH, OVER_LIMIT};
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// Within this many bytes of a hard limit, threads charge exactly what they need.
 pub const NEAR_LIMIT: i64 = 4 * 1024 * 1024;
@@ -26,6 +26,9 @@ const MAX_RESERVED: i64 = 1 << 62;
 /// What a limit change adds to [`LIMIT_EPOCH`].
 pub(crate) const EPOCH_STEP: u64 = 2;
 
+/// How many times [`Entity::limit_pair`] reads again while a limit change is being written.
+const LIMIT_READ_TRIES: usize = 64;
+
 /// The shared budget state of one component, or of the process.
 ///
 /// The parent module builds it (a `const` constructor, which loom's atomics cannot have), so the
@@ -37,6 +40,9 @@ pub(crate) struct Entity {
     pub(super) hard: AtomicU64,
     /// The soft limit in bytes, or [`NONE`].
     pub(super) soft: AtomicU64,
+    /// Even while the limits are stable, odd while [`set_limits`](Self::set_limits) writes them:
+    /// a sequence lock, so that a reader never pairs a new hard limit with an old soft one.
+    pub(super) limits_seq: AtomicU64,
     /// The current pressure level (a `Level` as u8).
     pub level: AtomicU8,
     /// Allocations and reservations refused.
@@ -194,12 +200,38 @@ impl Entity {
         }
     }
 
+    /// The hard and soft limits (bytes, or [`NONE`]) as one [`set_limits`](Self::set_limits)
+    /// stored them together. Lock-free: while a change is being written it reads again, at most
+    /// [`LIMIT_READ_TRIES`] times (a writer is a few stores), and then answers with what it read.
+    pub fn limit_pair(&self) -> (u64, u64) {
+        let mut read = (NONE, NONE);
+        for _ in 0..LIMIT_READ_TRIES {
+            let before = self.limits_seq.load(Acquire);
+            read = (self.hard.load(Relaxed), self.soft.load(Relaxed));
+            // The limits are read before the count is read again.
+            fence(Acquire);
+            if before % 2 == 0 && self.limits_seq.load(Relaxed) == before {
+                return read;
+            }
+            spin_loop();
+        }
+        read
+    }
+
     /// Replaces the limits (`hard` and `soft` in bytes, at most `i64::MAX`, or [`NONE`]), marks
     /// the budget over or not under the new hard limit, and moves [`LIMIT_EPOCH`] on, so that
     /// threads hand back the credit they charged under the old one.
+    ///
+    /// Calls on one entity must not overlap (the parent serialises them): they are the writers
+    /// of [`limits_seq`](Self::limits_seq)'s sequence lock.
     pub fn set_limits(&self, hard: u64, soft: u64) {
+        let seq = self.limits_seq.load(Relaxed);
+        self.limits_seq.store(seq.wrapping_add(1), Relaxed);
+        // The odd count comes before the limits for any reader that sees a new limit.
+        fence(Release);
         self.hard.store(hard, Relaxed);
         self.soft.store(soft, Relaxed);
+        self.limits_seq.store(seq.wrapping_add(2), Release);
         // Pairs with `limit_moved_since`: a charge made against the old limit either is seen by
         // this check or sees the new limit and checks again itself.
         fence(SeqCst);
