@@ -270,12 +270,20 @@ pub(crate) static ANY_LIMIT: AtomicBool = AtomicBool::new(false);
 /// Moves on by [`EPOCH_STEP`] on every limit change. Threads compare it with the epoch of their
 /// credit before spending any, and hand their credit back when it moved: credit charged under a
 /// higher limit must not be spent under a lower one. Bit 0 ([`HISTOGRAMS_BIT`]) is set while
-/// size histograms are on, so that the allocation fast path tests both with one compare (a
-/// block's epoch never has it: with histograms on, the plain fast path declines and its twin that
-/// counts sizes, which compares with the bit set, takes the allocation).
+/// size histograms are on: `alloc` tests it in the epoch it loads for the fast path's compare,
+/// and takes the fast path's twin that counts sizes while it is set. A block's epoch never has
+/// it, so a plain fast path that loaded the epoch before histograms came on declines at the
+/// compare, and the twin, which compares with the bit set, declines once they are off again.
 pub(crate) static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// The bit of [`LIMIT_EPOCH`] that says histograms are on.
 pub(crate) const HISTOGRAMS_BIT: u64 = 1;
+
+/// The limit epoch, [`HISTOGRAMS_BIT`] included (acquire: a thread that sees a new epoch sees
+/// the limits stored before it moved).
+#[inline(always)]
+pub(crate) fn limit_epoch() -> u64 {
+    LIMIT_EPOCH.load(Acquire)
+}
 
 /// The limit epoch without [`HISTOGRAMS_BIT`]: what a thread's credit is charged under.
 #[inline(always)]

@@ -1,6 +1,7 @@
 //! [`Governor`], the one `GlobalAlloc` implementation.
 
 use crate::abort_line;
+use crate::budget;
 use crate::histogram;
 use crate::registry::{ComponentId, CAPACITY};
 use crate::tag::{self, Place, SizeClasses};
@@ -239,18 +240,60 @@ fn record_realloc(st: St, comp: u16, old: usize, new: usize, tag: i64) {
 }
 
 impl<A: GlobalAlloc + SizeClasses> Governor<A> {
-    /// `alloc` and `alloc_zeroed`: admit against the budgets and record, allocate, tag.
-    ///
-    /// The fast half spends the thread's credit and records the allocation before calling the
-    /// inner allocator, so that only the tag is left to write after it; anything unusual (a
-    /// credit running short, a flush due, histograms on, no thread block) goes to
-    /// [`allocate_declined`](Self::allocate_declined). `COUNTED` is the same path with the size
-    /// counted in the histograms, taken while they are on.
+    /// `alloc` and `alloc_zeroed`: [`allocate`](Self::allocate), counting the size while
+    /// histograms are on.
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`.
     #[inline(always)]
-    unsafe fn allocate<const COUNTED: bool>(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+    unsafe fn allocate_any(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        // One load of the epoch serves both the switch and the fast half's compare: histograms
+        // off cost a test and a predictable branch.
+        let epoch = budget::limit_epoch();
+        // SAFETY: forwarded contract.
+        unsafe {
+            if epoch & budget::HISTOGRAMS_BIT != 0 {
+                self.allocate_counted(layout, zeroed)
+            } else {
+                if zeroed {
+                    self.allocate_plain::<true>(layout, epoch)
+                } else {
+                    self.allocate_plain::<false>(layout, epoch)
+                }
+            }
+        }
+    }
+
+    /// [`allocate`](Self::allocate) without histograms, out of line so that the switch above
+    /// comes before the registers it saves.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[inline(never)]
+    unsafe fn allocate_plain<const ZEROED: bool>(&self, layout: Layout, epoch: u64) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.allocate::<false>(layout, ZEROED, epoch) }
+    }
+
+    /// An allocation: admit against the budgets and record, allocate, tag.
+    ///
+    /// The fast half spends the thread's credit and records the allocation before calling the
+    /// inner allocator, so that only the tag is left to write after it; anything unusual (a
+    /// credit running short, a flush due, the limit epoch moved or histograms switched since
+    /// `epoch` was loaded, no thread block) goes to
+    /// [`allocate_declined`](Self::allocate_declined). `COUNTED` is the same path with the size
+    /// counted in the histograms, taken while they are on. `epoch` is the limit epoch as the
+    /// caller loaded it.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn allocate<const COUNTED: bool>(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        epoch: u64,
+    ) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         // `place_fast` answers only for requests within LIMIT; the slow path checks the others.
         let Some(place) = tag::place_fast(&self.inner, size, align, LIMIT) else {
@@ -261,7 +304,7 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         let st = thread::state();
         let comp = current(st);
         match st {
-            Some(st) if st.try_alloc::<COUNTED>(comp, size, trailer) => {}
+            Some(st) if st.try_alloc::<COUNTED>(comp, size, trailer, epoch) => {}
             // SAFETY: forwarded contract.
             _ if COUNTED => return unsafe { self.allocate_slow(layout, zeroed) },
             // SAFETY: forwarded contract.
@@ -298,11 +341,22 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         // SAFETY: forwarded contract.
         unsafe {
             if histogram::histograms_enabled() {
-                self.allocate::<true>(layout, zeroed)
+                self.allocate_counted(layout, zeroed)
             } else {
                 self.allocate_slow(layout, zeroed)
             }
         }
+    }
+
+    /// An allocation while histograms are on: the fast path that counts sizes.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate_counted(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.allocate::<true>(layout, zeroed, budget::limit_epoch()) }
     }
 
     /// The inner allocator's `alloc` or `alloc_zeroed`.
@@ -426,13 +480,13 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.allocate::<false>(layout, false) }
+        unsafe { self.allocate_any(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.allocate::<false>(layout, true) }
+        unsafe { self.allocate_any(layout, true) }
     }
 
     #[inline]

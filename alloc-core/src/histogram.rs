@@ -1,9 +1,11 @@
 //! Allocation-size histograms per component: counted per thread on the allocation path, merged on
 //! read.
 //!
-//! Off by default. When off, the allocation path pays nothing for them: the switch is a bit of the
-//! limit epoch that it compares anyway (see `budget::LIMIT_EPOCH`); `realloc` and the slow path pay
-//! one relaxed load and a predictable branch. When on, an allocation (or a realloc, in a second
+//! Off by default. When off, the allocation path pays a test and a predictable branch for them:
+//! the switch is a bit of the limit epoch that `alloc` loads anyway (see `budget::LIMIT_EPOCH`),
+//! tested before anything else so that with histograms on the allocation goes straight to the
+//! fast path's twin that counts; `realloc` and the slow path pay one relaxed load and a
+//! predictable branch. When on, an allocation (or a realloc, in a second
 //! histogram) adds one to a bucket in the calling thread's own histogram block (a relaxed load and
 //! store; the block comes from `mmap`, made on the thread's first recorded allocation). Buckets are
 //! log-linear: four per power of two, so a bucket is at most 25% wide and a percentile read from

@@ -468,15 +468,23 @@ impl Block {
     /// the record is due to be listed or flushed, or histograms are on and `COUNTED` is false
     /// (with `COUNTED` true, it declines while they are off; the caller counts the size once
     /// the inner allocator has said yes).
+    ///
+    /// `epoch` is [`budget::LIMIT_EPOCH`] as the caller loaded it (with acquire ordering).
     #[inline(always)]
-    fn try_alloc<const COUNTED: bool>(&self, r: &Record, size: u64, trailer: bool) -> bool {
+    fn try_alloc<const COUNTED: bool>(
+        &self,
+        r: &Record,
+        size: u64,
+        trailer: bool,
+        epoch: u64,
+    ) -> bool {
         let c = r.credit.load(Relaxed).wrapping_sub(size as i64);
         let g = self.credit.load(Relaxed).wrapping_sub(size as i64);
         let before = r.allocs.load(Relaxed);
         // A block's epoch never has the histogram bit (see `budget::LIMIT_EPOCH`), so one compare
         // tests both the limits and the histogram switch.
         let expected = self.epoch.load(Relaxed) | if COUNTED { budget::HISTOGRAMS_BIT } else { 0 };
-        let stale = expected != budget::LIMIT_EPOCH.load(Acquire);
+        let stale = expected != epoch;
         if ((c | g) < 0) | stale | settle_due(before) {
             return false;
         }
@@ -558,18 +566,25 @@ impl Block {
     }
 
     /// Owner only: counts a size in this thread's histograms (made on first use).
+    #[inline(always)]
+    fn count_size(&self, comp: u16, kind: usize, size: u64) {
+        // SAFETY: a non-null `hist` is a mapping made for this block, never unmapped.
+        match unsafe { self.hist.load(Acquire).as_ref() } {
+            Some(h) => h.record(comp, kind, size),
+            None => self.count_first_size(comp, kind, size),
+        }
+    }
+
+    /// Owner only: makes this block's histograms and counts a size in them.
     #[cold]
     #[inline(never)]
-    fn count_size(&self, comp: u16, kind: usize, size: u64) {
-        let mut h = self.hist.load(Acquire);
+    fn count_first_size(&self, comp: u16, kind: usize, size: u64) {
+        let h = histogram::new_counts();
         if h.is_null() {
-            h = histogram::new_counts();
-            if h.is_null() {
-                return;
-            }
-            self.hist.store(h, Release);
+            return;
         }
-        // SAFETY: a mapping made above (or earlier) for this block, never unmapped.
+        self.hist.store(h, Release);
+        // SAFETY: the mapping just made, never unmapped.
         unsafe { &*h }.record(comp, kind, size);
     }
 
@@ -832,8 +847,16 @@ impl ThreadState {
     /// ([`admit`](Self::admit), then [`record_alloc`](Self::record_alloc)). `COUNTED` says
     /// whether the caller counts the size in the histograms: the fast half declines unless
     /// histograms are on exactly when it does.
+    ///
+    /// `epoch` is [`budget::limit_epoch`] as the caller read it.
     #[inline(always)]
-    pub fn try_alloc<const COUNTED: bool>(&self, comp: u16, size: usize, trailer: bool) -> bool {
+    pub fn try_alloc<const COUNTED: bool>(
+        &self,
+        comp: u16,
+        size: usize,
+        trailer: bool,
+        epoch: u64,
+    ) -> bool {
         debug_assert_eq!(comp, self.current.get());
         let record = self.record.get();
         if record.is_null() {
@@ -843,7 +866,7 @@ impl ThreadState {
         // and then `block` is that block (`set_current` keeps them in step); blocks are never
         // freed.
         let (block, record) = unsafe { (&*self.block.get(), &*record) };
-        block.try_alloc::<COUNTED>(record, size as u64, trailer)
+        block.try_alloc::<COUNTED>(record, size as u64, trailer, epoch)
     }
 
     /// Counts an allocation of `size` bytes in `comp`'s size histogram (after a
