@@ -12,14 +12,17 @@
 //!
 //! # How fresh the figures are
 //! Each thread batches its statistics (one record per component) and folds a record into the
-//! shared counters every [`BATCH_OPS`] operations of one kind. Readers ([`snapshot`],
+//! shared counters every [`BATCH_OPS`] operations of one kind, and as soon as the batch's live
+//! bytes moved [`BATCH_BYTES`] either way (checked on the operations that take the slow path, so
+//! a batch's live bytes stay within `BATCH_BYTES + MAX_CREDIT` of zero). Readers ([`snapshot`],
 //! [`component_stats`], [`global_stats`]) add every thread's pending deltas, so once the threads
 //! are quiet the figures are exact. Budgets never wait for a flush: hard limits and pressure levels
 //! are checked against charged bytes, which exceed the live bytes by at most [`MAX_CREDIT`] per
 //! thread and component (see [`Limits`]).
 //!
 //! Peak figures are exact for a single thread; with several threads allocating in one component
-//! at once, a peak is assembled from per-thread batches and can be off by the same drift.
+//! at once, a peak is assembled from per-thread batches and can be off by what the other threads'
+//! batches held unflushed: less than `BATCH_BYTES + MAX_CREDIT` per thread and component.
 //!
 //! # Layout
 //! * `registry`: interned component names (capacity [`CAPACITY`]).
@@ -108,5 +111,8 @@ pub use tag::{tag_shift, SizeClasses, SMALL_LIMIT, TAG_BYTES};
 /// A thread folds a component's batched statistics into the shared counters every this many
 /// operations of one kind (allocations, frees or reallocs, each counted on its own).
 pub const BATCH_OPS: u64 = thread::FLUSH_OPS;
+/// A thread also folds its batched statistics into the shared counters as soon as a batch's live
+/// bytes (one component's, or every component's together) moved this many bytes either way.
+pub const BATCH_BYTES: u64 = thread::FLUSH_BYTES;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_SCOPE_DEPTH: usize = thread::MAX_DEPTH;

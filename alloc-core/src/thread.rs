@@ -6,8 +6,10 @@
 //! there is nothing to look up or evict) and a list of the records in use. The allocation path does
 //! relaxed loads and stores on its own block only: no atomic read-modify-write, no shared cache
 //! line. A record's statistics are folded into the shared counters (a flush) every [`FLUSH_OPS`]
-//! allocations, frees or reallocs, when the thread calls [`flush_thread`](crate::flush_thread),
-//! and when it exits. Readers ([`crate::snapshot`] and friends) add every thread's pending
+//! allocations, frees or reallocs, once its batch's live bytes moved [`FLUSH_BYTES`] (so the
+//! shared counters lag by less than `FLUSH_BYTES + MAX_CREDIT` of live bytes per thread and
+//! component, whatever the block sizes), when the thread calls
+//! [`flush_thread`](crate::flush_thread), and when it exits. Readers ([`crate::snapshot`] and friends) add every thread's pending
 //! statistics, because blocks live in memory any thread can read: once threads are quiet, what
 //! they read is exact.
 //!
@@ -39,6 +41,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU16, AtomicU64, 
 
 /// A thread flushes its pending statistics for a component every this many operations of one kind.
 pub const FLUSH_OPS: u64 = 1024;
+/// A thread also flushes its pending statistics as soon as an operation that takes the slow half
+/// finds that a batch's live bytes (one component's, or every component's together) moved this
+/// far, either way, since the batch began. Between two slow operations a batch's live bytes move
+/// by less than [`MAX_CREDIT`] (the fast half only spends or takes back credit, which stays
+/// between 0 and `MAX_CREDIT`), so a batch's live bytes stay within
+/// `FLUSH_BYTES + MAX_CREDIT` (1.25 MiB) of zero, either way, whatever its blocks' sizes.
+pub const FLUSH_BYTES: u64 = 1 << 20;
 /// How deeply component scopes may nest on one thread.
 pub const MAX_DEPTH: usize = 64;
 
@@ -259,6 +268,27 @@ impl Block {
             self.dirty[n % CAPACITY].store(comp, Relaxed);
             self.dirty_len.store(n + 1, Release);
         }
+    }
+
+    /// Owner only, after a slow-half operation on `comp`: flushes when the batch's live bytes,
+    /// `comp`'s or the thread's total, moved [`FLUSH_BYTES`] or more since it began.
+    #[inline(always)]
+    fn flush_if_far(&self, comp: u16) {
+        let far = |base: &AtomicI64, credit: &AtomicI64| {
+            let delta = base.load(Relaxed).wrapping_sub(credit.load(Relaxed));
+            delta.unsigned_abs() >= FLUSH_BYTES
+        };
+        let r = self.record(comp);
+        if far(&r.base, &r.credit) || far(&self.base, &self.credit) {
+            self.flush_far(comp);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flush_far(&self, comp: u16) {
+        self.list(comp);
+        self.flush();
     }
 
     /// Owner only: the slow half of an operation whose count was `before`.
@@ -563,6 +593,7 @@ impl Block {
         if settle_due(before) {
             self.settle(comp, before);
         }
+        self.flush_if_far(comp);
     }
 
     /// Owner only: counts a size in this thread's histograms (made on first use).
@@ -599,6 +630,7 @@ impl Block {
         if settle_due(before) {
             self.settle(comp, before);
         }
+        self.flush_if_far(comp);
     }
 
     /// Records a realloc (growth was admitted beforehand; shrinkage comes back as credit).
@@ -624,6 +656,7 @@ impl Block {
         if settle_due(before) {
             self.settle(comp, before);
         }
+        self.flush_if_far(comp);
     }
 }
 
