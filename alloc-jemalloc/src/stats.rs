@@ -86,7 +86,9 @@ pub struct ArenaPages {
 pub struct JemallocStats {
     /// Bytes allocated by the application.
     pub allocated: u64,
-    /// Bytes in active pages (a multiple of the page size, at least `allocated`).
+    /// Bytes in active pages (a multiple of the page size, at least `allocated` in a process
+    /// that did not allocate during the refresh: jemalloc gathers a snapshot arena by arena,
+    /// so while other threads allocate, `allocated` can come out slightly above `active`).
     pub active: u64,
     /// Bytes in physically resident data pages jemalloc maps (metadata included).
     pub resident: u64,
@@ -229,7 +231,9 @@ mod tests {
     #[serial_test::serial(jemalloc_stats)]
     fn stats_are_consistent() {
         let s = stats().unwrap();
-        assert!(s.active >= s.allocated, "{s:?}");
+        // Not `active >= allocated`: the other tests of this binary allocate meanwhile, and
+        // jemalloc gathers the snapshot arena by arena (it failed 1 run in 250 on 16 cores).
+        assert!(s.allocated > 0 && s.active > 0, "{s:?}");
         assert!(s.mapped >= s.active, "{s:?}");
         assert!(s.resident >= s.metadata, "{s:?}");
         assert!(!s.arenas.is_empty());
