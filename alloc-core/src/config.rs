@@ -679,6 +679,7 @@ static READ_AT_START: extern "C" fn() = read_at_start;
 
 #[cfg(target_os = "linux")]
 extern "C" fn read_at_start() {
+    crate::fork::register();
     monitor::defer_start();
     // Nothing may unwind out of a constructor; a panic here leaves the variables unread, and the
     // first use of the API reads them again.
@@ -687,6 +688,7 @@ extern "C" fn read_at_start() {
 
 /// The lazy path: reads the variables on first use and prints errors once.
 pub(crate) fn ensure_init() {
+    crate::fork::after_fork();
     if INIT.get().is_some() {
         monitor::end_deferral();
         return;

@@ -146,6 +146,13 @@ pub(crate) fn flush_end() {
     FLUSHES_DONE.fetch_add(1, Release);
 }
 
+/// In a forked child, where only the forking thread lives on: a flush another thread had begun
+/// at the fork will never end, so readers stop waiting for it (its stores may be half made: the
+/// figures are off by what that batch held). Atomic loads and stores only (async-signal-safe).
+pub(crate) fn forget_flushes() {
+    FLUSHES_DONE.store(FLUSHES_STARTED.load(Relaxed), Release);
+}
+
 /// Runs `read` until it ran with no flush in progress or starting meanwhile (at most 10 000 tries;
 /// then the last result stands). Never allocates.
 pub(crate) fn consistent<T>(read: impl FnMut() -> T) -> T {

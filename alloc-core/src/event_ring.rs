@@ -70,6 +70,17 @@ impl EventRing {
     pub(crate) fn dropped(&self) -> u64 {
         self.ring.dropped()
     }
+
+    /// Where a consumer starts to read only events pushed from now on.
+    pub(crate) fn head(&self) -> u64 {
+        self.ring.head()
+    }
+
+    /// In a forked child: forgets the producers that were writing at the fork (see
+    /// [`Ring::forget_writers`]). Async-signal-safe.
+    pub(crate) fn forget_writers(&self) {
+        self.ring.forget_writers();
+    }
 }
 
 /// An event as the ring's three words: scope (0 = process, else component id + 1) | kind << 16
@@ -249,5 +260,37 @@ mod tests {
         assert_eq!(charged, (1000 - RING as u64..1000).collect::<Vec<_>>());
         assert_eq!(ring.dropped(), 1000 - RING as u64);
         assert_eq!(cursor, 1000);
+    }
+
+    /// Producers that vanished in the middle of a push (their threads did not come along into a
+    /// forked child) held up the consumer at their events for ever, and every producer after
+    /// them on those slots, until `forget_writers` (the child's fork handler) let them go.
+    #[test]
+    fn producers_lost_mid_push_hold_nothing_up_once_forgotten() {
+        let ring = EventRing::new();
+        ring.push(event(1));
+        // Event 1: announced and half written, never finished.
+        let lost = ring.ring.next.fetch_add(1, Relaxed);
+        assert!(ring.ring.slot(lost).begin(lost));
+        ring.ring.slot(lost).write(pack(&event(2)));
+        // Event 2: its number taken, nothing else.
+        ring.ring.next.fetch_add(1, Relaxed);
+        ring.push(event(4));
+        let mut cursor = 0;
+        assert_eq!(drain_all(&ring, &mut cursor).len(), 1, "held up at event 1");
+        assert_eq!(drain_all(&ring, &mut cursor).len(), 0, "still held up");
+        ring.forget_writers();
+        let read = drain_all(&ring, &mut cursor);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].charged_bytes, 4);
+        assert_eq!(ring.dropped(), 2, "the lost events");
+        // The slot takes events again when the ring comes round to it.
+        for x in 0..RING as u64 {
+            ring.push(event(100 + x));
+        }
+        let read = drain_all(&ring, &mut cursor);
+        assert_eq!(read.len(), RING);
+        assert!(read.iter().all(whole));
+        assert_eq!(cursor, ring.head());
     }
 }

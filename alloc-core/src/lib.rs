@@ -48,6 +48,7 @@ mod config;
 mod counters;
 mod emergency_reserve;
 mod event_ring;
+mod fork;
 mod global;
 mod histogram;
 mod monitor;

@@ -86,8 +86,9 @@ pub struct MonitorStats {
 /// assert_eq!(s.callback_panics, 0);
 /// ```
 pub fn monitor_stats() -> MonitorStats {
+    crate::fork::after_fork();
     MonitorStats {
-        running: pressure::MONITOR.get().is_some(),
+        running: pressure::monitor_started(),
         samples: SAMPLES.load(Relaxed),
         events: EVENTS_DELIVERED.load(Relaxed),
         callback_panics: CALLBACK_PANICS.load(Relaxed),
@@ -180,12 +181,33 @@ pub(crate) fn start_monitor_thread() {
     if *started {
         return;
     }
+    crate::fork::register();
     let handle = std::thread::Builder::new()
         .name("memgov-monitor".into())
         .spawn(run)
         .expect("memgov: cannot start the monitor thread");
-    let _ = pressure::MONITOR.set(handle.thread().clone());
+    pressure::set_monitor(handle.thread().clone());
     *started = true;
+}
+
+/// Where a monitor starts reading pressure events: 0 (every event since the start of the
+/// process) for the first, the ring's head for one a forked child starts (its parent's monitor
+/// delivered the events before the fork, or would have).
+static FIRST_EVENT: AtomicU64 = AtomicU64::new(0);
+
+/// In a forked child, at the first use of the API: the parent's monitor did not come along; if
+/// the parent had one, the child starts its own. (If the fork came while another thread held
+/// `START`, this waits for ever: the same holds for every lock a vanished thread held.)
+pub(crate) fn restart_in_child() {
+    {
+        let mut started = lock(&START);
+        if !*started {
+            return;
+        }
+        *started = false;
+    }
+    FIRST_EVENT.store(pressure::events_head(), Relaxed);
+    start_monitor_thread();
 }
 
 /// Calls `f` on the monitor thread for every pressure change of the process and of every
@@ -371,7 +393,7 @@ fn next_wake() -> Duration {
 fn run() {
     let _scope = crate::scope::component_scope("memgov");
     crate::thread::set_uses_emergency_reserve();
-    let mut cursor = 0u64;
+    let mut cursor = FIRST_EVENT.load(Relaxed);
     let mut buffers = Buffers::default();
     loop {
         SAMPLES.fetch_add(1, Relaxed);

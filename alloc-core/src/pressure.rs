@@ -15,9 +15,8 @@
 use crate::budget::{self, Scope};
 use crate::event_ring::EventRing;
 use std::fmt;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicPtr, AtomicU32};
 use std::thread::Thread;
 
 /// How close a budget is to its limit.
@@ -304,11 +303,37 @@ pub fn dropped_events() -> u64 {
     EVENTS.dropped()
 }
 
-pub(crate) static MONITOR: OnceLock<Thread> = OnceLock::new();
+/// Where the monitor starts reading events: those pushed from now on.
+pub(crate) fn events_head() -> u64 {
+    EVENTS.head()
+}
+
+/// In a forked child: forgets the event producers that were writing at the fork.
+/// Async-signal-safe.
+pub(crate) fn forget_event_writers() {
+    EVENTS.forget_writers();
+}
+
+/// The monitor thread's handle, once one was started: a leaked box, replaced (and the old one
+/// leaked too) only when a forked child starts a monitor of its own, so that a waker that loaded
+/// the old pointer can still use it.
+static MONITOR: AtomicPtr<Thread> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Records the monitor thread just started.
+pub(crate) fn set_monitor(thread: Thread) {
+    MONITOR.store(Box::into_raw(Box::new(thread)), Release);
+}
+
+/// Whether a monitor thread was started (in this process: a forked child starts with its
+/// parent's answer until it starts its own).
+pub(crate) fn monitor_started() -> bool {
+    !MONITOR.load(Acquire).is_null()
+}
 
 /// Wakes the monitor thread if it runs. Lock-free and allocation-free (a futex wake).
 pub(crate) fn wake_monitor() {
-    if let Some(t) = MONITOR.get() {
+    // SAFETY: a non-null MONITOR is a box leaked by `set_monitor`, never freed.
+    if let Some(t) = unsafe { MONITOR.load(Acquire).as_ref() } {
         t.unpark();
     }
 }

@@ -160,4 +160,30 @@ impl<const N: usize> Ring<N> {
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }
+
+    /// The sequence number the next event will get: a consumer that starts here reads only
+    /// events pushed from now on.
+    #[allow(dead_code)] // used by the crate, not by the model check
+    pub(crate) fn head(&self) -> u64 {
+        self.next.load(Acquire)
+    }
+
+    /// In a forked child, where only the forking thread lives on: a producer that had taken its
+    /// sequence number at the fork and not yet left its slot is gone, and the consumer would wait
+    /// at that event for ever (and later producers on the slot would find it busy). Each such
+    /// event's slot is labelled with it, marked [`TORN`] (its payload may be half-written, so the
+    /// consumer counts it as dropped) and left with no writer. Atomic loads and stores only
+    /// (async-signal-safe), and only sound with no other thread running.
+    #[allow(dead_code)] // used by the crate, not by the model check
+    pub(crate) fn forget_writers(&self) {
+        let next = self.next.load(Relaxed);
+        for seq in next.saturating_sub(N as u64)..next {
+            let slot = self.slot(seq);
+            let state = slot.state.load(Relaxed);
+            let label = (state >> LABEL_SHIFT).max(seq + 1);
+            if state & WRITERS != 0 || state >> LABEL_SHIFT < seq + 1 {
+                slot.state.store(label << LABEL_SHIFT | TORN, Release);
+            }
+        }
+    }
 }

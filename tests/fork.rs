@@ -1,0 +1,105 @@
+//! A forked child gets a monitor of its own at its first use of memgov's API, if the parent had
+//! one: pressure callbacks registered before the fork fire in the child for the child's events,
+//! and the parent's events are not delivered again there.
+//!
+//! `harness = false`: the process forks, and a child of a test harness would run on with the
+//! harness's state. The parent checks the child's exit status.
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::{Level, Limits};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+const COMPONENT: &str = "fork-worker";
+const MIB: usize = 1 << 20;
+
+/// Pressure events of [`COMPONENT`] delivered in this process, and the last level.
+static EVENTS: AtomicUsize = AtomicUsize::new(0);
+static LAST_LEVEL: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits up to 5 s for `EVENTS` to reach `n`.
+fn wait_for_events(n: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while EVENTS.load(SeqCst) < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+fn allocate_in_component(bytes: usize) -> Vec<u8> {
+    let _scope = memgov::component_scope(COMPONENT);
+    black_box(vec![1u8; bytes])
+}
+
+/// The child's checks; true when they pass.
+fn child() -> bool {
+    let mut ok = true;
+    // The first use of the API in the child (this call) starts the child's monitor.
+    if !memgov::monitor_stats().running {
+        eprintln!("child: no monitor");
+        ok = false;
+    }
+    // 16 MiB of a 16 MiB soft limit: Critical, an event of the child's own.
+    let more = allocate_in_component(2 * MIB);
+    if !wait_for_events(2) {
+        eprintln!(
+            "child: the Critical event was not delivered ({} events)",
+            EVENTS.load(SeqCst)
+        );
+        ok = false;
+    }
+    // Nothing else: the parent's Warning, delivered before the fork, is not delivered again.
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, level) = (EVENTS.load(SeqCst), LAST_LEVEL.load(SeqCst));
+    if events != 2 || level != Level::Critical as usize {
+        eprintln!("child: {events} events, last level {level}; expected 2, Critical");
+        ok = false;
+    }
+    drop(more);
+    ok
+}
+
+fn main() {
+    memgov::init().expect("no MEMGOV_ variables are set");
+    memgov::set_budget(
+        COMPONENT,
+        Limits::hard(64 * MIB as u64).with_soft(16 * MIB as u64),
+    )
+    .unwrap();
+    memgov::on_component_pressure(COMPONENT, |e| {
+        LAST_LEVEL.store(e.level as usize, SeqCst);
+        EVENTS.fetch_add(1, SeqCst);
+    });
+    // 14 MiB of 16: Warning, delivered in the parent before the fork.
+    let held = allocate_in_component(14 * MIB);
+    assert!(wait_for_events(1), "the parent's Warning was not delivered");
+    assert_eq!(LAST_LEVEL.load(SeqCst), Level::Warning as usize);
+
+    // SAFETY: the child runs only `child` (this thread's code: it allocates, which memgov and
+    // jemalloc support in a forked child) and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(child).unwrap_or(false);
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's checks failed (status {status:#x}; its stderr says which)"
+    );
+    // The parent's monitor is its own: still running, and it saw none of the child's events.
+    assert!(memgov::monitor_stats().running);
+    assert_eq!(EVENTS.load(SeqCst), 1);
+    drop(held);
+    println!("fork: the child's monitor delivered its own events and none of the parent's");
+}
