@@ -1,6 +1,8 @@
 //! A forked child gets a monitor of its own at its first use of memgov's API, if the parent had
 //! one: pressure callbacks registered before the fork fire in the child for the child's events,
-//! and the parent's events are not delivered again there.
+//! and the parent's events are not delivered again there. And the counter blocks of the threads
+//! that did not come along are released then: their credit goes back to the budgets, and their
+//! blocks' live bytes (memory the child has too) stay counted.
 //!
 //! `harness = false`: the process forks, and a child of a test harness would run on with the
 //! harness's state. The parent checks the child's exit status.
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 const COMPONENT: &str = "fork-worker";
+/// The component a second thread allocates in before the fork, and holds credit for.
+const HELPER: &str = "fork-helper";
 const MIB: usize = 1 << 20;
 
 /// Pressure events of [`COMPONENT`] delivered in this process, and the last level.
@@ -37,12 +41,33 @@ fn allocate_in_component(bytes: usize) -> Vec<u8> {
     black_box(vec![1u8; bytes])
 }
 
+/// The helper component's charged and live bytes.
+fn helper_figures() -> (u64, u64) {
+    let charged =
+        memgov::budget_stats(memgov::Scope::Component(memgov::component(HELPER))).charged_bytes;
+    (charged, memgov::component_stats(HELPER).unwrap().live_bytes)
+}
+
 /// The child's checks; true when they pass.
-fn child() -> bool {
+fn child(helper_live: u64) -> bool {
     let mut ok = true;
-    // The first use of the API in the child (this call) starts the child's monitor.
+    // The first use of the API in the child (this call) releases the helper thread's block and
+    // starts the child's monitor.
     if !memgov::monitor_stats().running {
         eprintln!("child: no monitor");
+        ok = false;
+    }
+    let (charged, live) = helper_figures();
+    if charged != live || live != helper_live {
+        eprintln!(
+            "child: helper component charged {charged}, live {live} (parent's live \
+             {helper_live}): the vanished thread's credit is still charged"
+        );
+        ok = false;
+    }
+    let threads = memgov::global_stats().threads;
+    if !(1..=2).contains(&threads) {
+        eprintln!("child: {threads} threads hold counters; expected this one and the monitor");
         ok = false;
     }
     // 16 MiB of a 16 MiB soft limit: Critical, an event of the child's own.
@@ -80,13 +105,33 @@ fn main() {
     let held = allocate_in_component(14 * MIB);
     assert!(wait_for_events(1), "the parent's Warning was not delivered");
     assert_eq!(LAST_LEVEL.load(SeqCst), Level::Warning as usize);
+    // A thread that holds blocks and credit in HELPER at the fork, and does not come along.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let blocks: Vec<Vec<u8>> = {
+            let _scope = memgov::component_scope(HELPER);
+            (0..100).map(|_| black_box(vec![1u8; 100])).collect()
+        };
+        ready_tx.send(()).unwrap();
+        loop {
+            black_box(&blocks);
+            std::thread::park();
+        }
+    });
+    ready_rx.recv().unwrap();
+    memgov::flush_thread();
+    let (charged, helper_live) = helper_figures();
+    assert!(
+        charged > helper_live && helper_live > 0,
+        "the helper holds no credit: charged {charged}, live {helper_live}"
+    );
 
     // SAFETY: the child runs only `child` (this thread's code: it allocates, which memgov and
     // jemalloc support in a forked child) and then `_exit`s.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let ok = std::panic::catch_unwind(child).unwrap_or(false);
+        let ok = std::panic::catch_unwind(|| child(helper_live)).unwrap_or(false);
         // SAFETY: ends the child without running the parent's exit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
@@ -101,5 +146,7 @@ fn main() {
     assert!(memgov::monitor_stats().running);
     assert_eq!(EVENTS.load(SeqCst), 1);
     drop(held);
-    println!("fork: the child's monitor delivered its own events and none of the parent's");
+    println!(
+        "fork: the child released the vanished thread's block, and its monitor delivered its own events and none of the parent's"
+    );
 }

@@ -208,6 +208,9 @@ struct Block {
     /// Components whose record holds a pending delta or credit.
     dirty: [AtomicU16; CAPACITY],
     in_use: AtomicBool,
+    /// Set in a forked child on every block in use by a thread that did not come along (see
+    /// [`mark_orphans_in_child`]); such a block is released at the child's first use of the API.
+    orphaned: AtomicBool,
     /// Next block in the append-only list of every block; immutable once published.
     next: *const Block,
     /// The size histograms of this block's threads, made on the first recorded allocation; kept
@@ -785,6 +788,31 @@ fn release(block: &Block) {
     block.return_all_credit();
     BLOCKS_IN_USE.fetch_sub(1, Relaxed);
     block.in_use.store(false, Release);
+}
+
+/// In a forked child, where only the calling thread lives on: marks every block in use by
+/// another thread as orphaned (its thread did not come along and will never release it). Atomic
+/// loads and stores and a `const` thread-local read only (async-signal-safe), and only sound with
+/// no other thread running.
+pub(crate) fn mark_orphans_in_child() {
+    let own = STATE.try_with(|st| st.block.get()).unwrap_or(ptr::null());
+    for block in blocks() {
+        if block.in_use.load(Relaxed) && !ptr::eq(block, own) {
+            block.orphaned.store(true, Relaxed);
+        }
+    }
+}
+
+/// Releases the blocks [`mark_orphans_in_child`] marked, as their threads' exits would have:
+/// their pending statistics are flushed (the memory they describe is the child's too) and their
+/// credit goes back to the budgets. The calling thread acts as their owner, which no other
+/// thread is: a thread started in the child claims only blocks not in use.
+pub(crate) fn release_orphans() {
+    for block in blocks() {
+        if block.orphaned.swap(false, Relaxed) {
+            release(block);
+        }
+    }
 }
 
 /// The thread-local state. `const`-initialised and without `Drop`.
