@@ -9,9 +9,9 @@
 //! allocations, frees or reallocs, once its batch's live bytes moved [`FLUSH_BYTES`] (so the
 //! shared counters lag by less than `FLUSH_BYTES + MAX_CREDIT` of live bytes per thread and
 //! component, whatever the block sizes), when the thread calls
-//! [`flush_thread`](crate::flush_thread), and when it exits. Readers ([`crate::snapshot`] and friends) add every thread's pending
-//! statistics, because blocks live in memory any thread can read: once threads are quiet, what
-//! they read is exact.
+//! [`flush_thread`](crate::flush_thread), and when it exits. Readers ([`crate::snapshot`] and
+//! friends) add every thread's pending statistics, because blocks live in memory any thread can
+//! read: once threads are quiet, what they read is exact.
 //!
 //! Budgets do not wait for a flush: each record also holds the thread's credit for the component
 //! (and the block its credit for the process), spent and refilled as described in `budget.rs`. So
