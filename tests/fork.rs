@@ -90,6 +90,86 @@ fn child(helper_live: u64) -> bool {
     ok
 }
 
+/// Forks 20 times while another thread reads jemalloc's statistics and registers and removes
+/// callbacks in a loop, taking memgov's locks over and over; each child does the same once. A
+/// lock held by the other thread at the fork would stay held for ever in the child (before the
+/// fork handler took them first, 40 children of 40 hung on the statistics, 20 of 40 on the
+/// callbacks). A child still waiting after 10 s is killed by `alarm`.
+fn forks_while_another_thread_takes_memgovs_locks() {
+    use std::sync::atomic::AtomicBool;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let busy = std::thread::spawn(|| {
+        while !STOP.load(SeqCst) {
+            #[cfg(feature = "jemalloc")]
+            black_box(memgov::jemalloc::stats().unwrap());
+            memgov::remove_callback(memgov::on_pressure(|_| {}));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let mut failed = 0;
+    for _ in 0..20 {
+        // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: a plain call (the default action of SIGALRM ends the process).
+            unsafe { libc::alarm(10) };
+            #[cfg(feature = "jemalloc")]
+            let ok = memgov::jemalloc::stats().is_ok();
+            #[cfg(not(feature = "jemalloc"))]
+            let ok = true;
+            memgov::remove_callback(memgov::on_pressure(|_| {}));
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed += 1;
+        }
+    }
+    STOP.store(true, SeqCst);
+    busy.join().unwrap();
+    assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
+}
+
+/// Forks while the monitor runs a periodic task (one that takes 50 ms of every round): the
+/// task's own lock stays held in the child, where the parent's monitor does not exist. The
+/// child's monitor must go on sampling; it skips that task instead of waiting for it for ever.
+fn fork_while_the_monitor_runs_a_task() {
+    let slow = memgov::every(Duration::from_millis(1), || {
+        std::thread::sleep(Duration::from_millis(50))
+    });
+    std::thread::sleep(Duration::from_millis(120));
+    // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: a plain call (the default action of SIGALRM ends the process).
+        unsafe { libc::alarm(10) };
+        let before = memgov::monitor_stats().samples;
+        std::thread::sleep(Duration::from_millis(500));
+        let after = memgov::monitor_stats().samples;
+        if after < before + 2 {
+            eprintln!(
+                "child: the monitor sampled {} times in 500 ms",
+                after - before
+            );
+        }
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(if after >= before + 2 { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's monitor stopped (status {status:#x})"
+    );
+    memgov::remove_callback(slow);
+}
+
 fn main() {
     memgov::init().expect("no MEMGOV_ variables are set");
     memgov::set_budget(
@@ -146,7 +226,10 @@ fn main() {
     assert!(memgov::monitor_stats().running);
     assert_eq!(EVENTS.load(SeqCst), 1);
     drop(held);
+    forks_while_another_thread_takes_memgovs_locks();
+    fork_while_the_monitor_runs_a_task();
     println!(
-        "fork: the child released the vanished thread's block, and its monitor delivered its own events and none of the parent's"
+        "fork: the child released the vanished thread's block, its monitor delivered its own \
+         events and none of the parent's, and no child of 20 hung on a lock"
     );
 }

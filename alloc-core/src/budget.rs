@@ -341,6 +341,13 @@ impl fmt::Display for Scope {
 /// Serialises limit changes: they are the writers of each budget's limits sequence lock.
 static LIMIT_STORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Takes [`LIMIT_STORES`] (for the fork handler, [`crate::fork`]).
+pub(crate) fn lock_for_fork() -> std::sync::MutexGuard<'static, ()> {
+    LIMIT_STORES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn store(entity: &Entity, limits: Limits) -> Result<(), LimitError> {
     for bytes in [limits.hard, limits.soft].into_iter().flatten() {
         if bytes > i64::MAX as u64 {

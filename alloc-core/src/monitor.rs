@@ -55,6 +55,13 @@ static TASK_RUNS: AtomicU64 = AtomicU64::new(0);
 static TASK_PANICS: AtomicU64 = AtomicU64::new(0);
 static SAMPLES: AtomicU64 = AtomicU64::new(0);
 
+/// Takes the monitor's locks, in this order, for the fork handler ([`crate::fork`]); dropping
+/// the result releases them. A task's own locks are not among them: the thread that forks may be
+/// running a task.
+pub(crate) fn lock_for_fork() -> impl Sized {
+    (lock(&START), lock(&CALLBACKS), lock(&TASKS))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Callbacks and tasks run outside these locks, so a poisoned lock can only come from a panic
     // in our own few lines; the data is still consistent.
@@ -359,6 +366,24 @@ fn deliver(event: &PressureEvent, callbacks: &mut Vec<(Option<ComponentId>, Call
     }
 }
 
+/// A task's own lock, or `None` if it is held. Only the monitor thread takes a task's locks, so
+/// in a process that did not fork they are never held when it asks. In a forked child, one the
+/// parent's monitor held at the fork (it was running the task) stays held for ever: that task is
+/// skipped there, instead of the child's monitor waiting for ever. (The fork handler cannot take
+/// these locks first: the thread that forks may be running the task.)
+fn try_lock_task<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// When `task` runs next, if that is known and its lock is free.
+fn due_at(task: &Task) -> Option<Instant> {
+    try_lock_task(&task.due).and_then(|due| *due)
+}
+
 fn run_due_tasks(due: &mut Vec<Arc<Task>>) {
     let now = Instant::now();
     // Run outside the list's lock, so tasks can register or remove tasks; a task removed meanwhile
@@ -367,16 +392,20 @@ fn run_due_tasks(due: &mut Vec<Arc<Task>>) {
     due.extend(
         lock(&TASKS)
             .iter()
-            .filter(|t| lock(&t.due).is_some_and(|due| due <= now))
+            .filter(|t| due_at(t).is_some_and(|due| due <= now))
             .cloned(),
     );
     for task in due.drain(..) {
+        let Some(mut run) = try_lock_task(&task.run) else {
+            continue;
+        };
         TASK_RUNS.fetch_add(1, Relaxed);
-        let mut run = lock(&task.run);
         if catch_unwind(AssertUnwindSafe(&mut *run)).is_err() {
             TASK_PANICS.fetch_add(1, Relaxed);
         }
-        *lock(&task.due) = Instant::now().checked_add(task.interval);
+        if let Some(mut due) = try_lock_task(&task.due) {
+            *due = Instant::now().checked_add(task.interval);
+        }
     }
 }
 
@@ -385,7 +414,7 @@ fn next_wake() -> Duration {
     let now = Instant::now();
     lock(&TASKS)
         .iter()
-        .filter_map(|t| lock(&t.due).map(|due| due.saturating_duration_since(now)))
+        .filter_map(|t| due_at(t).map(|due| due.saturating_duration_since(now)))
         .min()
         .map_or(interval, |d| d.min(interval))
 }

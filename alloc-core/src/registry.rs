@@ -120,6 +120,11 @@ static COUNT: AtomicUsize = AtomicUsize::new(2);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 static INSERT: Mutex<()> = Mutex::new(());
 
+/// Takes [`INSERT`] (for the fork handler, [`crate::fork`]).
+pub(crate) fn lock_for_fork() -> std::sync::MutexGuard<'static, ()> {
+    INSERT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn name_of(id: u16) -> Option<&'static str> {
     let slot = NAMES.get(id as usize)?;
     let ptr = slot.ptr.load(Ordering::Acquire);

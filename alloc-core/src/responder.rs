@@ -163,6 +163,12 @@ static PURGED: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 static RESIDENT_PEAK: AtomicU64 = AtomicU64::new(0);
 
+/// Takes the responder's state lock (for the fork handler, [`crate::fork`]); dropping the
+/// result releases it.
+pub(crate) fn lock_for_fork() -> impl Sized {
+    lock()
+}
+
 fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -131,6 +131,11 @@ static WRAPPERS: [Wrapper; WRAPPER_SLOTS] = [const {
 /// Serialises [`hook_arenas`] (off the allocation path).
 static INSTALL: Mutex<()> = Mutex::new(());
 
+/// Takes [`INSTALL`] (for [`crate::ForkGuard`]).
+pub(crate) fn lock_install_for_fork() -> std::sync::MutexGuard<'static, ()> {
+    INSTALL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Wraps the hooks of every initialised arena not wrapped yet, so that the listener hears of
 /// its purges; returns how many arenas it wrapped now. Does nothing while no listener is set.
 ///

@@ -60,6 +60,35 @@ pub use size_class::{
 };
 pub use stats::{compact, refresh, stats, stats_read, ArenaPages, CompactReport, JemallocStats};
 
+/// This crate's own locks (the statistics epoch's and the one [`hook_arenas`] takes), held
+/// together: a `pthread_atfork` prepare handler takes them so that no other thread holds one
+/// when the process forks, and the parent and child handlers drop the guard. Otherwise a fork
+/// while another thread read jemalloc's statistics would leave the lock held for ever in the
+/// child. memgov's fork handler takes it; a program with its own handler need not.
+///
+/// ```
+/// let guard = alloc_jemalloc::ForkGuard::lock();
+/// drop(guard);
+/// alloc_jemalloc::refresh().unwrap();
+/// ```
+#[must_use = "the locks are released when the guard is dropped"]
+pub struct ForkGuard {
+    _epoch: std::sync::MutexGuard<'static, ()>,
+    _install: std::sync::MutexGuard<'static, ()>,
+}
+
+impl ForkGuard {
+    /// Takes the locks, waiting for any other thread that holds one. A thread that already
+    /// holds one of them (it is inside [`stats()`], say) must not call this: it would wait for
+    /// ever.
+    pub fn lock() -> ForkGuard {
+        ForkGuard {
+            _epoch: stats::lock_epoch_for_fork(),
+            _install: extent_hooks::lock_install_for_fork(),
+        }
+    }
+}
+
 use std::alloc::{GlobalAlloc, Layout};
 
 /// The jemalloc inner allocator.

@@ -23,6 +23,11 @@ pub fn refresh() -> Result<(), CtlError> {
 /// this crate (memgov's responder samples every 50 ms) lands between two of them.
 static EPOCH: Mutex<()> = Mutex::new(());
 
+/// Takes the statistics epoch lock (for [`crate::ForkGuard`]).
+pub(crate) fn lock_epoch_for_fork() -> MutexGuard<'static, ()> {
+    lock_epoch()
+}
+
 fn lock_epoch() -> MutexGuard<'static, ()> {
     // The guarded data is `()`: a panic while it was held left nothing half-done.
     EPOCH
