@@ -134,6 +134,46 @@ fn forks_while_another_thread_takes_memgovs_locks() {
     assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
 }
 
+/// Forks 20 times while another thread copies the history (alloc-stats' lock, which has fork
+/// handlers of its own); each child reads it once. Without them, 11 children of 20 hung.
+fn forks_while_another_thread_reads_the_history() {
+    use std::sync::atomic::AtomicBool;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    memgov::stats::start_history(memgov::stats::HistoryConfig {
+        capacity: 100_000,
+        interval: Duration::from_millis(1),
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = std::thread::spawn(|| {
+        while !STOP.load(SeqCst) {
+            black_box(memgov::stats::history());
+        }
+    });
+    let mut failed = 0;
+    for _ in 0..20 {
+        // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: a plain call (the default action of SIGALRM ends the process).
+            unsafe { libc::alarm(10) };
+            black_box(memgov::stats::history());
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed += 1;
+        }
+    }
+    STOP.store(true, SeqCst);
+    busy.join().unwrap();
+    memgov::stats::stop_history();
+    assert_eq!(failed, 0, "{failed} of 20 children hung on the history");
+}
+
 /// Forks while the monitor runs a periodic task (one that takes 50 ms of every round): the
 /// task's own lock stays held in the child, where the parent's monitor does not exist. The
 /// child's monitor must go on sampling; it skips that task instead of waiting for it for ever.
@@ -227,6 +267,7 @@ fn main() {
     assert_eq!(EVENTS.load(SeqCst), 1);
     drop(held);
     forks_while_another_thread_takes_memgovs_locks();
+    forks_while_another_thread_reads_the_history();
     fork_while_the_monitor_runs_a_task();
     println!(
         "fork: the child released the vanished thread's block, its monitor delivered its own \

@@ -1,9 +1,10 @@
 //! A bounded history of samples, taken by memgov's monitor thread.
 
 use alloc_core::ComponentId;
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One sample of the process.
@@ -112,6 +113,42 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Ring>> {
     RING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether [`register_fork_handlers`] ran.
+static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// [`RING`]'s lock, held by the thread that forks from [`hold_across_fork`] until
+    /// [`release_after_fork`] drops it.
+    static HELD: Cell<Option<MutexGuard<'static, Option<Ring>>>> = const { Cell::new(None) };
+}
+
+/// Registers fork handlers that take [`RING`]'s lock before a fork and release it after, in the
+/// parent and the child, so that a fork while another thread reads or adds to the history does
+/// not leave the lock held for ever in the child. The lock nests with no other: these handlers
+/// may run before or after memgov's own.
+fn register_fork_handlers() {
+    if FORK_HANDLERS.swap(true, Relaxed) {
+        return;
+    }
+    // SAFETY: registers handlers that stay valid for the life of the process (plain functions).
+    unsafe {
+        libc::pthread_atfork(
+            Some(hold_across_fork),
+            Some(release_after_fork),
+            Some(release_after_fork),
+        )
+    };
+}
+
+extern "C" fn hold_across_fork() {
+    let guard = lock();
+    let _ = HELD.try_with(|h| h.set(Some(guard)));
+}
+
+extern "C" fn release_after_fork() {
+    let _ = HELD.try_with(|h| drop(h.take()));
+}
+
 /// Starts (or restarts, emptied) the history: the monitor thread takes a [`Sample`] every
 /// `config.interval` and keeps the last `config.capacity`.
 ///
@@ -120,6 +157,7 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Ring>> {
 /// alloc_stats::stop_history();
 /// ```
 pub fn start_history(config: HistoryConfig) {
+    register_fork_handlers();
     let capacity = config.capacity.max(2);
     let generation = GENERATIONS.fetch_add(1, Relaxed) + 1;
     let task = alloc_core::every(config.interval, move || {
