@@ -90,6 +90,27 @@ fn child(helper_live: u64) -> bool {
     ok
 }
 
+/// Forks; the child runs `check` (this thread's code only) with 10 s to finish (`alarm`: the
+/// default action of SIGALRM ends it) and `_exit`s with 0 if it returned true. True when the child
+/// exited with 0: false when its check failed, it panicked, or it hung.
+fn in_a_child(check: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the child runs only `check` and `_exit`s; memgov and jemalloc support allocation in
+    // a forked child.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: a plain call.
+        unsafe { libc::alarm(10) };
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(false);
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 /// Forks 20 times while another thread reads jemalloc's statistics and registers and removes
 /// callbacks in a loop, taking memgov's locks over and over; each child does the same once. A
 /// lock held by the other thread at the fork would stay held for ever in the child (before the
@@ -106,29 +127,18 @@ fn forks_while_another_thread_takes_memgovs_locks() {
         }
     });
     std::thread::sleep(Duration::from_millis(20));
-    let mut failed = 0;
-    for _ in 0..20 {
-        // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: a plain call (the default action of SIGALRM ends the process).
-            unsafe { libc::alarm(10) };
-            #[cfg(feature = "jemalloc")]
-            let ok = memgov::jemalloc::stats().is_ok();
-            #[cfg(not(feature = "jemalloc"))]
-            let ok = true;
-            memgov::remove_callback(memgov::on_pressure(|_| {}));
-            // SAFETY: ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            failed += 1;
-        }
-    }
+    let failed = (0..20)
+        .filter(|_| {
+            !in_a_child(|| {
+                #[cfg(feature = "jemalloc")]
+                let ok = memgov::jemalloc::stats().is_ok();
+                #[cfg(not(feature = "jemalloc"))]
+                let ok = true;
+                memgov::remove_callback(memgov::on_pressure(|_| {}));
+                ok
+            })
+        })
+        .count();
     STOP.store(true, SeqCst);
     busy.join().unwrap();
     assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
@@ -149,25 +159,9 @@ fn forks_while_another_thread_reads_the_history() {
             black_box(memgov::stats::history());
         }
     });
-    let mut failed = 0;
-    for _ in 0..20 {
-        // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: a plain call (the default action of SIGALRM ends the process).
-            unsafe { libc::alarm(10) };
-            black_box(memgov::stats::history());
-            // SAFETY: ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(0) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            failed += 1;
-        }
-    }
+    let failed = (0..20)
+        .filter(|_| !in_a_child(|| !black_box(memgov::stats::history()).is_empty()))
+        .count();
     STOP.store(true, SeqCst);
     busy.join().unwrap();
     memgov::stats::stop_history();
@@ -182,12 +176,7 @@ fn fork_while_the_monitor_runs_a_task() {
         std::thread::sleep(Duration::from_millis(50))
     });
     std::thread::sleep(Duration::from_millis(120));
-    // SAFETY: the child runs only the lines below (this thread's code) and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: a plain call (the default action of SIGALRM ends the process).
-        unsafe { libc::alarm(10) };
+    let sampling = in_a_child(|| {
         let before = memgov::monitor_stats().samples;
         std::thread::sleep(Duration::from_millis(500));
         let after = memgov::monitor_stats().samples;
@@ -197,16 +186,9 @@ fn fork_while_the_monitor_runs_a_task() {
                 after - before
             );
         }
-        // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if after >= before + 2 { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child's monitor stopped (status {status:#x})"
-    );
+        after >= before + 2
+    });
+    assert!(sampling, "the child's monitor stopped");
     memgov::remove_callback(slow);
 }
 
@@ -246,21 +228,9 @@ fn main() {
         "the helper holds no credit: charged {charged}, live {helper_live}"
     );
 
-    // SAFETY: the child runs only `child` (this thread's code: it allocates, which memgov and
-    // jemalloc support in a forked child) and then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(|| child(helper_live)).unwrap_or(false);
-        // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child's checks failed (status {status:#x}; its stderr says which)"
+        in_a_child(|| child(helper_live)),
+        "the child's checks failed (its stderr says which)"
     );
     // The parent's monitor is its own: still running, and it saw none of the child's events.
     assert!(memgov::monitor_stats().running);
