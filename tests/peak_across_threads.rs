@@ -23,6 +23,13 @@ fn big_block_on_another_thread(component: &'static str) {
     .unwrap();
 }
 
+/// 100 blocks of 100 KiB in `component`: 10 MiB in 100 operations, far fewer than a flush by
+/// count needs.
+fn hundred_blocks_of_100_kib(component: &'static str) -> Vec<Vec<u8>> {
+    let _scope = memgov::component_scope(component);
+    (0..100).map(|_| black_box(vec![0u8; 100 << 10])).collect()
+}
+
 #[test]
 fn a_large_block_kept_by_a_quiet_thread_counts_in_another_threads_peak() {
     const C: &str = "peak-kept-large";
@@ -41,11 +48,7 @@ fn a_large_block_kept_by_a_quiet_thread_counts_in_another_threads_peak() {
 #[test]
 fn many_blocks_kept_by_a_quiet_thread_put_another_threads_peak_off_by_less_than_the_bound() {
     const C: &str = "peak-kept-many";
-    // 100 blocks of 100 KiB: 10 MiB in 100 operations, far fewer than a flush by count needs.
-    let kept: Vec<Vec<u8>> = {
-        let _scope = memgov::component_scope(C);
-        (0..100).map(|_| black_box(vec![0u8; 100 << 10])).collect()
-    };
+    let kept = hundred_blocks_of_100_kib(C);
     let held = 100 * (100 << 10) as u64;
     big_block_on_another_thread(C);
     let peak = memgov::component_stats(C).unwrap().peak_live_bytes;
@@ -60,14 +63,12 @@ fn many_blocks_kept_by_a_quiet_thread_put_another_threads_peak_off_by_less_than_
 #[test]
 fn blocks_freed_by_a_quiet_thread_put_another_threads_peak_off_by_less_than_the_bound() {
     const C: &str = "peak-freed-many";
-    let blocks: Vec<Vec<u8>> = {
-        let _scope = memgov::component_scope(C);
-        (0..100).map(|_| black_box(vec![0u8; 100 << 10])).collect()
-    };
+    let blocks = hundred_blocks_of_100_kib(C);
     memgov::flush_thread();
     drop(blocks);
-    // About 10 MiB was ever live before; then the other thread's block alone. Before batches were flushed by bytes, the frees above stayed pending and the
-    // peak read 74 MiB: the other thread's block counted on top of blocks already freed.
+    // About 10 MiB was ever live before; then the other thread's block alone. Before batches
+    // were flushed by bytes, the frees above stayed pending and the peak read 74 MiB: the other
+    // thread's block counted on top of blocks already freed.
     big_block_on_another_thread(C);
     let peak = memgov::component_stats(C).unwrap().peak_live_bytes;
     assert!(peak >= BIG as u64, "peak {peak}");

@@ -288,7 +288,7 @@ pub(crate) fn limit_epoch() -> u64 {
 /// The limit epoch without [`HISTOGRAMS_BIT`]: what a thread's credit is charged under.
 #[inline(always)]
 pub(crate) fn credit_epoch() -> u64 {
-    LIMIT_EPOCH.load(Acquire) & !HISTOGRAMS_BIT
+    limit_epoch() & !HISTOGRAMS_BIT
 }
 /// How many budgets have more bytes charged than their hard limit allows (a limit was lowered
 /// below usage). While any has, threads spend no credit at all: every allocation charges exactly
