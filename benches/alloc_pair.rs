@@ -21,10 +21,11 @@ use churn::{churn_threads, Alloc};
 #[path = "support/references.rs"]
 mod references;
 use references::{
-    FORWARD_JEMALLOC, SHADOW_TAG_JEMALLOC, THREAD_COUNTER_JEMALLOC, TRAILER_TAG_JEMALLOC,
+    FORWARD_JEMALLOC, GLOBAL_COUNTER_JEMALLOC, SHADOW_TAG_JEMALLOC, THREAD_COUNTER_JEMALLOC,
+    TRAILER_TAG_JEMALLOC,
 };
 
-fn allocators() -> [(&'static str, Alloc); 8] {
+fn allocators() -> [(&'static str, Alloc); 9] {
     [
         ("jemalloc", &RAW_JEMALLOC),
         ("governor-jemalloc", &GOV_JEMALLOC),
@@ -37,6 +38,10 @@ fn allocators() -> [(&'static str, Alloc); 8] {
         ),
         ("reference-trailer-tag-jemalloc", &TRAILER_TAG_JEMALLOC),
         ("reference-shadow-tag-jemalloc", &SHADOW_TAG_JEMALLOC),
+        (
+            "reference-global-counter-jemalloc",
+            &GLOBAL_COUNTER_JEMALLOC,
+        ),
     ]
 }
 

@@ -9,8 +9,10 @@
 //! Cases: alloc+free pairs of sizes with slack in their jemalloc class (24, 100 and 5000 bytes),
 //! and the random-size churn of `alloc_pair` (one free and one allocation per operation), each on
 //! the raw allocators, the governor over them, and the governor over jemalloc with allocation-size
-//! histograms on (`governor-jemalloc+h`). Under
-//! valgrind the shadow tables' address-space reservation fails, so exact-class sizes take the
+//! histograms on (`governor-jemalloc+h`), and two of `alloc_pair`'s reference wrappers over
+//! jemalloc: the trailer tag (`ref-trailer-tag`, the least a wrapper can do and credit each free
+//! to its component) and the one shared atomic counter of `cap`-like wrappers
+//! (`ref-global-counter`). Under valgrind the shadow tables' address-space reservation fails, so exact-class sizes take the
 //! trailer fallback instead of the path they take outside valgrind; the pair sizes avoid them.
 
 use memgov::{Governor, Jemalloc};
@@ -25,14 +27,26 @@ static GOV_SYSTEM: Governor<System> = Governor::with_inner(System);
 
 type Alloc = &'static (dyn GlobalAlloc + Sync);
 
+#[path = "support/references.rs"]
+#[allow(dead_code)] // the shadow-tag, forward and thread-counter references are not counted here
+mod references;
+use references::{GLOBAL_COUNTER_JEMALLOC, TRAILER_TAG_JEMALLOC};
+
+/// The raw allocators, the denominators of the ratios.
+const RAW: [&str; 2] = ["jemalloc", "system"];
+
 /// The suffix of an allocator's name that turns histograms on.
 const HISTOGRAMS: &str = "+h";
 
-/// Names ending in [`HISTOGRAMS`] run with allocation-size histograms on.
-const ALLOCATORS: [(&str, Alloc); 5] = [
+/// Names ending in [`HISTOGRAMS`] run with allocation-size histograms on; ratios are over
+/// [`RAW`] allocators' rows. The `ref-` rows are `alloc_pair`'s reference wrappers (the
+/// shadow-tag one is left out: its table cannot be reserved under valgrind).
+const ALLOCATORS: [(&str, Alloc); 7] = [
     ("jemalloc", &RAW_JEMALLOC),
     ("governor-jemalloc", &GOV_JEMALLOC),
     ("governor-jemalloc+h", &GOV_JEMALLOC),
+    ("ref-trailer-tag", &TRAILER_TAG_JEMALLOC),
+    ("ref-global-counter", &GLOBAL_COUNTER_JEMALLOC),
     ("system", &RAW_SYSTEM),
     ("governor-system", &GOV_SYSTEM),
 ];
@@ -156,7 +170,7 @@ fn main() {
                 OPS.iter().map(|&n| count(&exe, name, case, n)).collect();
             let counts = counts.unwrap_or_else(|e| panic!("{name} case {case}: {e}"));
             let per_op = |i: usize| (counts[1][i] - counts[0][i]) as f64 / (OPS[1] - OPS[0]) as f64;
-            if !name.starts_with("governor") {
+            if RAW.contains(&name) {
                 raw = per_op(0);
             }
             let label = match case {

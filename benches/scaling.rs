@@ -2,7 +2,7 @@
 //! handoff (each thread frees blocks another thread allocated), raw jemalloc against
 //! `Governor<Jemalloc>`, without and with a process limit and a component budget, and against
 //! `alloc_pair`'s reference wrappers (a bare forward, a thread-local counter, a trailer tag, a
-//! shadow-table tag), in one run.
+//! shadow-table tag, one shared atomic counter), in one run.
 //!
 //! `BENCH_THREADS=1,2,4,8,16 cargo bench --bench scaling`; the thread counts default to `1,2`
 //! (this project's development machine has two cores). `benches/README.md` has the figures.
@@ -22,7 +22,8 @@ use handoff::handoff_threads;
 #[path = "support/references.rs"]
 mod references;
 use references::{
-    FORWARD_JEMALLOC, SHADOW_TAG_JEMALLOC, THREAD_COUNTER_JEMALLOC, TRAILER_TAG_JEMALLOC,
+    FORWARD_JEMALLOC, GLOBAL_COUNTER_JEMALLOC, SHADOW_TAG_JEMALLOC, THREAD_COUNTER_JEMALLOC,
+    TRAILER_TAG_JEMALLOC,
 };
 
 static RAW_JEMALLOC: Jemalloc = Jemalloc;
@@ -74,7 +75,7 @@ fn scaling(c: &mut Criterion) {
     for (workload, run) in workloads {
         for threads in thread_counts() {
             let mut g = c.benchmark_group(format!("scaling-{workload}-{threads}t"));
-            let cases: [(&str, Alloc, bool); 7] = [
+            let cases: [(&str, Alloc, bool); 8] = [
                 ("jemalloc", &RAW_JEMALLOC, false),
                 ("governor-jemalloc", &GOV_JEMALLOC, false),
                 ("governor-jemalloc-limited", &GOV_JEMALLOC, true),
@@ -90,6 +91,11 @@ fn scaling(c: &mut Criterion) {
                     false,
                 ),
                 ("reference-shadow-tag-jemalloc", &SHADOW_TAG_JEMALLOC, false),
+                (
+                    "reference-global-counter-jemalloc",
+                    &GLOBAL_COUNTER_JEMALLOC,
+                    false,
+                ),
             ];
             for (name, a, limited) in cases {
                 let component = limited.then_some("bench");

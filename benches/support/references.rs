@@ -13,6 +13,8 @@ pub static THREAD_COUNTER_JEMALLOC: ThreadCounter = ThreadCounter;
 pub static TRAILER_TAG_JEMALLOC: TrailerTag = TrailerTag;
 /// [`ShadowTag`].
 pub static SHADOW_TAG_JEMALLOC: ShadowTag = ShadowTag;
+/// [`GlobalCounter`].
+pub static GLOBAL_COUNTER_JEMALLOC: GlobalCounter = GlobalCounter;
 
 /// Reference point, not a product: a wrapper that forwards all four methods to jemalloc and does
 /// nothing else. What one more allocator layer costs in this harness.
@@ -293,6 +295,86 @@ unsafe impl GlobalAlloc for ShadowTag {
         // SAFETY: as in `realloc`.
         let comp = unsafe { shadow_entry(ptr).read() };
         tag_count(Some(comp), (layout.size() as u64).wrapping_neg());
+        // SAFETY: forwarded contract.
+        unsafe { Jemalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// Reference point, not a product: the design of `cap` and of most Rust limit wrappers, one
+/// process-wide atomic byte count checked against a hard limit. Each allocation adds its size
+/// with one atomic read-modify-write and takes it back if that passed the limit (reserve with
+/// rollback, so concurrent callers never pass it); each free subtracts. No component, no tag, no
+/// counts. The limit here is never reached. Every thread writes the same cache line on every
+/// operation, which is what the governor's per-thread batches avoid.
+pub struct GlobalCounter;
+
+/// The process's live bytes, as [`GlobalCounter`] counts them.
+static GLOBAL_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// [`GlobalCounter`]'s hard limit: far above anything the benches allocate.
+const GLOBAL_LIMIT: usize = 1 << 40;
+
+/// Charges `size` bytes, or refuses (false, nothing charged) past [`GLOBAL_LIMIT`].
+#[inline(always)]
+fn global_charge(size: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let before = GLOBAL_BYTES.fetch_add(size, Relaxed);
+    if before + size > GLOBAL_LIMIT {
+        GLOBAL_BYTES.fetch_sub(size, Relaxed);
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn global_uncharge(size: usize) {
+    GLOBAL_BYTES.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A block from the inner allocator, or null (and its charge taken back) if it refused.
+#[inline(always)]
+fn global_charged(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        global_uncharge(size);
+    }
+    p
+}
+
+// SAFETY: every call is forwarded unchanged, or refused with null before reaching jemalloc.
+unsafe impl GlobalAlloc for GlobalCounter {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !global_charge(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded contract.
+        global_charged(unsafe { Jemalloc.alloc(layout) }, layout.size())
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if !global_charge(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded contract.
+        global_charged(unsafe { Jemalloc.alloc_zeroed(layout) }, layout.size())
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let grow = new_size.saturating_sub(layout.size());
+        if grow > 0 && !global_charge(grow) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded contract.
+        let p = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            global_uncharge(grow);
+        } else {
+            global_uncharge(layout.size().saturating_sub(new_size));
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        global_uncharge(layout.size());
         // SAFETY: forwarded contract.
         unsafe { Jemalloc.dealloc(ptr, layout) }
     }
