@@ -300,11 +300,37 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             // SAFETY: forwarded contract.
             return unsafe { self.allocate_slow(layout, zeroed) };
         };
-        let trailer = place.extra() != 0;
+        // Two copies of the rest, one per kind of place, so that each knows its kind as a
+        // constant: no trailer flag to compute into the counts, no test after the inner call.
+        // SAFETY: forwarded contract; `place` is the place of `layout` from `place_fast`.
+        unsafe {
+            match place {
+                Place::Trailer => self.allocate_at::<COUNTED, true>(layout, zeroed, epoch, place),
+                Place::Shadow { .. } => {
+                    self.allocate_at::<COUNTED, false>(layout, zeroed, epoch, place)
+                }
+            }
+        }
+    }
+
+    /// [`allocate`](Self::allocate) once its tag's place is known: `TRAILER` says whether `place`
+    /// is a trailer.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`; `place` is the place `tag::place_fast` gave for `layout`.
+    #[inline(always)]
+    unsafe fn allocate_at<const COUNTED: bool, const TRAILER: bool>(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        epoch: u64,
+        place: Place,
+    ) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
         let st = thread::state();
         let comp = current(st);
         match st {
-            Some(st) if st.try_alloc::<COUNTED>(comp, size, trailer, epoch) => {}
+            Some(st) if st.try_alloc::<COUNTED>(comp, size, TRAILER, epoch) => {}
             // SAFETY: forwarded contract.
             _ if COUNTED => return unsafe { self.allocate_slow(layout, zeroed) },
             // SAFETY: forwarded contract.
@@ -314,13 +340,17 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
         if ptr.is_null() {
             if let Some(st) = st {
-                st.undo_alloc(comp, size, trailer);
+                st.undo_alloc(comp, size, TRAILER);
             }
             return ptr;
         }
-        // The place is found again from its shift (so that the table pointer need not be kept
-        // across the call); `place_fast` gave it, so the shadow tables are published, and stay so.
-        if let Some(place) = Place::from_shift(place.shift()) {
+        if TRAILER {
+            // SAFETY: the block was made for `layout` with its tag in a trailer.
+            unsafe { Place::Trailer.write(ptr, size, comp) };
+        } else if let Some(place) = Place::from_shift(place.shift()) {
+            // The place is found again from its shift (so that the table pointer need not be
+            // kept across the call); `place_fast` gave it, so the shadow tables are published,
+            // and stay so.
             // SAFETY: the block was made for `layout` with its tag at `place`.
             unsafe { place.write(ptr, size, comp) };
         }
@@ -493,12 +523,19 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         // The block was allocated with this layout, so it is in range and its tag is at `place`.
-        let fast = tag::place_fast(&self.inner, size, align, LIMIT).and_then(|place| {
+        // Each kind of place has its own copy of the fast half, which knows its kind as a
+        // constant (see `allocate`).
+        let fast = |place: Place, trailer: bool| {
             // SAFETY: the caller passes a live block from this allocator with its layout.
             let comp = unsafe { read_owner(ptr, size, place) }?;
             let st = thread::state()?;
-            st.try_free(comp, size, place.extra() != 0).then_some(place)
-        });
+            st.try_free(comp, size, trailer).then_some(place)
+        };
+        let fast = match tag::place_fast(&self.inner, size, align, LIMIT) {
+            Some(Place::Trailer) => fast(Place::Trailer, true),
+            Some(place) => fast(place, false),
+            None => None,
+        };
         let Some(place) = fast else {
             // SAFETY: forwarded contract; nothing was recorded.
             return unsafe { self.deallocate_slow(ptr, layout) };
