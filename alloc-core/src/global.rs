@@ -336,8 +336,11 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             // SAFETY: forwarded contract.
             _ => return unsafe { self.allocate_declined(layout, zeroed) },
         }
-        // SAFETY: as in `allocate_slow`.
-        let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
+        // SAFETY: as in `allocate_slow`; `place_fast` answered for `layout`.
+        let ptr = unsafe {
+            self.inner
+                .alloc_small(inner_layout(size, align, place), zeroed)
+        };
         if ptr.is_null() {
             if let Some(st) = st {
                 st.undo_alloc(comp, size, TRAILER);
@@ -540,8 +543,12 @@ unsafe impl<A: GlobalAlloc + SizeClasses> GlobalAlloc for Governor<A> {
             // SAFETY: forwarded contract; nothing was recorded.
             return unsafe { self.deallocate_slow(ptr, layout) };
         };
-        // SAFETY: the block came from the inner allocator with exactly this inner layout.
-        unsafe { self.inner.dealloc(ptr, inner_layout(size, align, place)) };
+        // SAFETY: the block came from the inner allocator with exactly this inner layout, for a
+        // request `place_fast` answered for.
+        unsafe {
+            self.inner
+                .dealloc_small(ptr, inner_layout(size, align, place))
+        };
     }
 
     #[inline]

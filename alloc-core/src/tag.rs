@@ -51,6 +51,9 @@ pub const SMALL_LIMIT: usize = 1 << 20;
 /// [`tag_shift`] `s`) must start at least `1 << s` bytes apart, so that `address >> s` tells them
 /// apart (true of jemalloc 5 with a 16-byte quantum and 4 KiB pages: blocks of a class are at
 /// least the class apart). The governor relies on this to keep blocks' tags apart.
+/// `alloc_small` and `dealloc_small` must do what the allocator's `GlobalAlloc` methods do for the
+/// layouts they are documented for, and a block from either entry point must be freeable by the
+/// other.
 pub unsafe trait SizeClasses {
     /// Whether `size_class` knows the allocator's classes.
     const KNOWN: bool = false;
@@ -83,6 +86,45 @@ pub unsafe trait SizeClasses {
     fn small_tag_shift(&self, size: usize, align: usize) -> Option<u8> {
         let slack = self.small_slack(size, align)?;
         Some(tag_shift(size, size + slack))
+    }
+
+    /// The inner allocator's `alloc` (`alloc_zeroed` when `zeroed`) for the governor's fast path:
+    /// `inner` is the inner layout of a request the fast path took, one that
+    /// [`small_tag_shift`](Self::small_tag_shift) answered for where `KNOWN` is true (any
+    /// request below 2^62 bytes and alignment where it is false). An implementation may skip
+    /// tests such layouts make needless.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`, and `inner` is such a layout.
+    #[inline(always)]
+    unsafe fn alloc_small(&self, inner: std::alloc::Layout, zeroed: bool) -> *mut u8
+    where
+        Self: std::alloc::GlobalAlloc,
+    {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if zeroed {
+                self.alloc_zeroed(inner)
+            } else {
+                self.alloc(inner)
+            }
+        }
+    }
+
+    /// The inner allocator's `dealloc` for the governor's fast path: `inner` is the inner layout
+    /// of a request as in `alloc_small`, and the block may have come from
+    /// [`alloc_small`](Self::alloc_small), the inner allocator's `alloc`, `alloc_zeroed` or
+    /// `realloc`.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`, and `inner` is such a layout.
+    #[inline(always)]
+    unsafe fn dealloc_small(&self, ptr: *mut u8, inner: std::alloc::Layout)
+    where
+        Self: std::alloc::GlobalAlloc,
+    {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.dealloc(ptr, inner) }
     }
 }
 
@@ -179,6 +221,38 @@ unsafe impl SizeClasses for alloc_jemalloc::Jemalloc {
             0
         };
         Some(JEMALLOC_TAG_SHIFT_BY_16[m])
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_small(&self, inner: std::alloc::Layout, zeroed: bool) -> *mut u8 {
+        if !Self::KNOWN {
+            // `place_fast` answers for any layout within its limit here.
+            // SAFETY: forwarded from the caller.
+            return unsafe {
+                if zeroed {
+                    std::alloc::GlobalAlloc::alloc_zeroed(self, inner)
+                } else {
+                    std::alloc::GlobalAlloc::alloc(self, inner)
+                }
+            };
+        }
+        // SAFETY: with KNOWN, `place_fast` answers only where `small_tag_shift` does, so only
+        // for alignments `small_alignment` accepts at the request's size, and so at the inner
+        // size, which is no smaller; the inner size is non-zero (a zero-size request takes a
+        // trailer).
+        unsafe { alloc_jemalloc::Jemalloc::alloc_small(inner.size(), zeroed) }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc_small(&self, ptr: *mut u8, inner: std::alloc::Layout) {
+        if !Self::KNOWN {
+            // SAFETY: forwarded from the caller.
+            return unsafe { std::alloc::GlobalAlloc::dealloc(self, ptr, inner) };
+        }
+        // SAFETY: as in `alloc_small`, the alignment is one `small_alignment` accepts at the
+        // inner size, so whichever jemalloc call made the block, its class is the one the size
+        // names.
+        unsafe { alloc_jemalloc::Jemalloc::dealloc_small(ptr, inner.size()) }
     }
 }
 

@@ -105,6 +105,43 @@ use std::alloc::{GlobalAlloc, Layout};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Jemalloc;
 
+impl Jemalloc {
+    /// jemalloc's `malloc` (or `calloc` when `zeroed`) of `size` bytes, with no alignment flags:
+    /// what [`alloc`](GlobalAlloc::alloc) does for a small alignment, without its tests of the
+    /// layout.
+    ///
+    /// # Safety
+    /// `size` is non-zero and `small_alignment(size, align)` holds for the alignment the block
+    /// needs: then jemalloc's class for `size` is aligned enough (every class is 8-aligned, and
+    /// every class above 8 bytes 16-aligned). The block goes back through
+    /// [`dealloc_small`](Self::dealloc_small) with the same `size`, or through
+    /// [`GlobalAlloc::dealloc`] with a layout of that size and alignment.
+    #[inline(always)]
+    pub unsafe fn alloc_small(size: usize, zeroed: bool) -> *mut u8 {
+        // SAFETY: plain jemalloc entry points; the caller's contract makes the result aligned.
+        unsafe {
+            if zeroed {
+                tikv_jemalloc_sys::calloc(1, size).cast()
+            } else {
+                tikv_jemalloc_sys::malloc(size).cast()
+            }
+        }
+    }
+
+    /// jemalloc's `sdallocx` with no flags: [`dealloc`](GlobalAlloc::dealloc) for a small
+    /// alignment, without its tests of the layout.
+    ///
+    /// # Safety
+    /// `ptr` is a live block from jemalloc for a request of `size` bytes at an alignment
+    /// `small_alignment(size, align)` accepts (at such alignments jemalloc's class for `size` is
+    /// the class of the request, so the size alone names it).
+    #[inline(always)]
+    pub unsafe fn dealloc_small(ptr: *mut u8, size: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { tikv_jemalloc_sys::sdallocx(ptr.cast(), size, 0) }
+    }
+}
+
 // SAFETY: every method forwards to tikv_jemallocator::Jemalloc, which upholds the GlobalAlloc
 // contract; the caller's contract is passed through unchanged.
 unsafe impl GlobalAlloc for Jemalloc {
@@ -130,5 +167,43 @@ unsafe impl GlobalAlloc for Jemalloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from this allocator with `layout`; the caller checked `new_size`.
         unsafe { tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks from `alloc_small` are aligned as `small_alignment` promises, and blocks of such
+    /// layouts go back through `dealloc_small` whichever call made them: `alloc_small`, or the
+    /// `GlobalAlloc` methods (which ask `mallocx` for an alignment above the size).
+    #[test]
+    fn small_blocks_round_trip_through_either_entry_point() {
+        for align in [1usize, 2, 4, 8, 16] {
+            for size in (1..600).chain([1023, 1024, 4095, 4096, 14_336, 14_337, 16_383]) {
+                if !small_alignment(size, align) {
+                    continue;
+                }
+                let layout = Layout::from_size_align(size, align).unwrap();
+                for zeroed in [false, true] {
+                    // SAFETY: non-zero size at an alignment small_alignment accepts.
+                    let p = unsafe { Jemalloc::alloc_small(size, zeroed) };
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                    if zeroed {
+                        // SAFETY: `size` bytes just allocated and zeroed.
+                        let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+                        assert!(bytes.iter().all(|&b| b == 0));
+                    }
+                    // SAFETY: the block just made for `size` bytes at `align`.
+                    unsafe { Jemalloc::dealloc_small(p, size) };
+                }
+                // SAFETY: a valid non-zero layout.
+                let p = unsafe { Jemalloc.alloc(layout) };
+                assert!(!p.is_null());
+                // SAFETY: the block just made for `layout`.
+                unsafe { Jemalloc::dealloc_small(p, size) };
+            }
+        }
     }
 }

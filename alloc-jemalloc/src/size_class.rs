@@ -190,6 +190,24 @@ mod tests {
         }
     }
 
+    /// What `Jemalloc::alloc_small` and `dealloc_small` rely on: wherever `small_alignment`
+    /// accepts a request, jemalloc's class for it is the class of its size alone, so `malloc`
+    /// and `sdallocx` with no flags serve it.
+    #[test]
+    fn small_alignments_need_no_flags() {
+        for align in [1usize, 2, 4, 8, 16] {
+            for size in 1..SMALL_SLACK_LIMIT + 100 {
+                if small_alignment(size, align) {
+                    assert_eq!(
+                        nallocx(size, 1),
+                        nallocx(size, align),
+                        "size {size} align {align}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn large_alignments_ask_jemalloc() {
         for align in [32usize, 64, 4096, 1 << 16] {
