@@ -300,14 +300,24 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
             // SAFETY: forwarded contract.
             return unsafe { self.allocate_slow(layout, zeroed) };
         };
-        // Two copies of the rest, one per kind of place, so that each knows its kind as a
-        // constant: no trailer flag to compute into the counts, no test after the inner call.
+        // A copy of the rest per kind of place (and per `zeroed`), so that each knows its kind as
+        // a constant: no trailer flag to compute into the counts, no test after the inner call.
+        // Out of line, so that the trailer's copy saves only the registers it needs across the
+        // inner call, not those of the shadow's; this function saves none and jumps to them.
         // SAFETY: forwarded contract; `place` is the place of `layout` from `place_fast`.
         unsafe {
-            match place {
-                Place::Trailer => self.allocate_at::<COUNTED, true>(layout, zeroed, epoch, place),
-                Place::Shadow { .. } => {
-                    self.allocate_at::<COUNTED, false>(layout, zeroed, epoch, place)
+            match (place, zeroed) {
+                (Place::Trailer, false) => {
+                    self.allocate_at::<COUNTED, true, false>(layout, epoch, place)
+                }
+                (Place::Trailer, true) => {
+                    self.allocate_at::<COUNTED, true, true>(layout, epoch, place)
+                }
+                (Place::Shadow { .. }, false) => {
+                    self.allocate_at::<COUNTED, false, false>(layout, epoch, place)
+                }
+                (Place::Shadow { .. }, true) => {
+                    self.allocate_at::<COUNTED, false, true>(layout, epoch, place)
                 }
             }
         }
@@ -318,14 +328,14 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`; `place` is the place `tag::place_fast` gave for `layout`.
-    #[inline(always)]
-    unsafe fn allocate_at<const COUNTED: bool, const TRAILER: bool>(
+    #[inline(never)]
+    unsafe fn allocate_at<const COUNTED: bool, const TRAILER: bool, const ZEROED: bool>(
         &self,
         layout: Layout,
-        zeroed: bool,
         epoch: u64,
         place: Place,
     ) -> *mut u8 {
+        let zeroed = ZEROED;
         let (size, align) = (layout.size(), layout.align());
         let st = thread::state();
         let comp = current(st);
