@@ -253,7 +253,11 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         // SAFETY: forwarded contract.
         unsafe {
             if epoch & budget::HISTOGRAMS_BIT != 0 {
-                self.allocate_counted(layout, zeroed)
+                if zeroed {
+                    self.allocate_counted::<true>(layout, epoch)
+                } else {
+                    self.allocate_counted::<false>(layout, epoch)
+                }
             } else {
                 if zeroed {
                     self.allocate_plain::<true>(layout, epoch)
@@ -384,22 +388,28 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         // SAFETY: forwarded contract.
         unsafe {
             if histogram::histograms_enabled() {
-                self.allocate_counted(layout, zeroed)
+                let epoch = budget::limit_epoch();
+                if zeroed {
+                    self.allocate_counted::<true>(layout, epoch)
+                } else {
+                    self.allocate_counted::<false>(layout, epoch)
+                }
             } else {
                 self.allocate_slow(layout, zeroed)
             }
         }
     }
 
-    /// An allocation while histograms are on: the fast path that counts sizes.
+    /// An allocation while histograms are on: the fast path that counts sizes. `epoch` is the
+    /// limit epoch as the caller loaded it.
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`.
     #[cold]
     #[inline(never)]
-    unsafe fn allocate_counted(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+    unsafe fn allocate_counted<const ZEROED: bool>(&self, layout: Layout, epoch: u64) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.allocate::<true>(layout, zeroed, budget::limit_epoch()) }
+        unsafe { self.allocate::<true>(layout, ZEROED, epoch) }
     }
 
     /// The inner allocator's `alloc` or `alloc_zeroed`.
