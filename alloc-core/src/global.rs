@@ -328,7 +328,7 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     }
 
     /// [`allocate`](Self::allocate) once its tag's place is known: `TRAILER` says whether `place`
-    /// is a trailer.
+    /// is a trailer, `ZEROED` whether the block is to be zeroed (`alloc_zeroed`).
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`; `place` is the place `tag::place_fast` gave for `layout`.
