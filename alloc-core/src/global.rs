@@ -412,22 +412,6 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         unsafe { self.allocate::<true>(layout, ZEROED, epoch) }
     }
 
-    /// The inner allocator's `alloc` or `alloc_zeroed`.
-    ///
-    /// # Safety
-    /// `inner` has a non-zero size.
-    #[inline(always)]
-    unsafe fn inner_alloc(&self, inner: Layout, zeroed: bool) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(inner)
-            } else {
-                self.inner.alloc(inner)
-            }
-        }
-    }
-
     /// The whole of an allocation, one step at a time: admit, allocate, tag, record.
     ///
     /// # Safety
@@ -450,7 +434,8 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         }
         // SAFETY: the inner layout has a non-zero size (a zero-size request is placed as a trailer,
         // since every class has slack over zero bytes).
-        let ptr = unsafe { self.inner_alloc(inner_layout(size, align, place), zeroed) };
+        let ptr =
+            unsafe { tag::alloc_or_zeroed(&self.inner, inner_layout(size, align, place), zeroed) };
         if ptr.is_null() {
             refund(st, comp, size);
             return ptr;

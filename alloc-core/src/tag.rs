@@ -102,13 +102,7 @@ pub unsafe trait SizeClasses {
         Self: std::alloc::GlobalAlloc,
     {
         // SAFETY: forwarded from the caller.
-        unsafe {
-            if zeroed {
-                self.alloc_zeroed(inner)
-            } else {
-                self.alloc(inner)
-            }
-        }
+        unsafe { alloc_or_zeroed(self, inner, zeroed) }
     }
 
     /// The inner allocator's `dealloc` for the governor's fast path: `inner` is the inner layout
@@ -125,6 +119,26 @@ pub unsafe trait SizeClasses {
     {
         // SAFETY: forwarded from the caller.
         unsafe { self.dealloc(ptr, inner) }
+    }
+}
+
+/// `a`'s `alloc`, or its `alloc_zeroed` when `zeroed`.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc` for `layout`.
+#[inline(always)]
+pub(crate) unsafe fn alloc_or_zeroed<A: std::alloc::GlobalAlloc + ?Sized>(
+    a: &A,
+    layout: std::alloc::Layout,
+    zeroed: bool,
+) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if zeroed {
+            a.alloc_zeroed(layout)
+        } else {
+            a.alloc(layout)
+        }
     }
 }
 
@@ -228,13 +242,7 @@ unsafe impl SizeClasses for alloc_jemalloc::Jemalloc {
         if !Self::KNOWN {
             // `place_fast` answers for any layout within its limit here.
             // SAFETY: forwarded from the caller.
-            return unsafe {
-                if zeroed {
-                    std::alloc::GlobalAlloc::alloc_zeroed(self, inner)
-                } else {
-                    std::alloc::GlobalAlloc::alloc(self, inner)
-                }
-            };
+            return unsafe { alloc_or_zeroed(self, inner, zeroed) };
         }
         // SAFETY: with KNOWN, `place_fast` answers only where `small_tag_shift` does, so only
         // for alignments `small_alignment` accepts at the request's size, and so at the inner
