@@ -306,25 +306,62 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
         };
         // A copy of the rest per kind of place (and per `zeroed`), so that each knows its kind as
         // a constant: no trailer flag to compute into the counts, no test after the inner call.
-        // Out of line, so that the trailer's copy saves only the registers it needs across the
-        // inner call, not those of the shadow's; this function saves none and jumps to them.
         // SAFETY: forwarded contract; `place` is the place of `layout` from `place_fast`.
         unsafe {
             match (place, zeroed) {
                 (Place::Trailer, false) => {
-                    self.allocate_at::<COUNTED, true, false>(layout, epoch, place)
+                    self.allocate_placed::<COUNTED, true, false>(layout, epoch, place)
                 }
                 (Place::Trailer, true) => {
-                    self.allocate_at::<COUNTED, true, true>(layout, epoch, place)
+                    self.allocate_placed::<COUNTED, true, true>(layout, epoch, place)
                 }
                 (Place::Shadow { .. }, false) => {
-                    self.allocate_at::<COUNTED, false, false>(layout, epoch, place)
+                    self.allocate_placed::<COUNTED, false, false>(layout, epoch, place)
                 }
                 (Place::Shadow { .. }, true) => {
-                    self.allocate_at::<COUNTED, false, true>(layout, epoch, place)
+                    self.allocate_placed::<COUNTED, false, true>(layout, epoch, place)
                 }
             }
         }
+    }
+
+    /// [`allocate_at`](Self::allocate_at), out of line where the inner allocator's classes are
+    /// known: the place lookup then saves no registers and jumps to a copy that saves only those
+    /// it needs across the inner call (the trailer's copy fewer than the shadow table's). Over
+    /// other allocators every tag is a trailer and there is one copy, kept inline.
+    ///
+    /// # Safety
+    /// As [`allocate_at`](Self::allocate_at).
+    #[inline(always)]
+    unsafe fn allocate_placed<const COUNTED: bool, const TRAILER: bool, const ZEROED: bool>(
+        &self,
+        layout: Layout,
+        epoch: u64,
+        place: Place,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if A::KNOWN {
+                self.allocate_apart::<COUNTED, TRAILER, ZEROED>(layout, epoch, place)
+            } else {
+                self.allocate_at::<COUNTED, TRAILER, ZEROED>(layout, epoch, place)
+            }
+        }
+    }
+
+    /// [`allocate_at`](Self::allocate_at) as a function of its own.
+    ///
+    /// # Safety
+    /// As [`allocate_at`](Self::allocate_at).
+    #[inline(never)]
+    unsafe fn allocate_apart<const COUNTED: bool, const TRAILER: bool, const ZEROED: bool>(
+        &self,
+        layout: Layout,
+        epoch: u64,
+        place: Place,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.allocate_at::<COUNTED, TRAILER, ZEROED>(layout, epoch, place) }
     }
 
     /// [`allocate`](Self::allocate) once its tag's place is known: `TRAILER` says whether `place`
@@ -332,7 +369,7 @@ impl<A: GlobalAlloc + SizeClasses> Governor<A> {
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`; `place` is the place `tag::place_fast` gave for `layout`.
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn allocate_at<const COUNTED: bool, const TRAILER: bool, const ZEROED: bool>(
         &self,
         layout: Layout,
