@@ -35,6 +35,8 @@
 //! * `stats`: reading the figures.
 //! * `budget`, `reservation`: hard and soft limits, per-thread credit, the admission API.
 //! * `pressure`, `monitor`: pressure levels, and the thread that runs callbacks and tasks.
+//! * `cache`, `pool`, `shedding`: a bounded LRU cache and an object pool that belong to a
+//!   component and shed under pressure.
 //! * `emergency_reserve`: the slice of the process's hard limit kept for the threads that react
 //!   to pressure.
 //! * `config`: the `MEMGOV_*` environment variables.
@@ -44,6 +46,7 @@
 
 mod abort_line;
 mod budget;
+mod cache;
 mod config;
 mod counters;
 mod emergency_reserve;
@@ -52,12 +55,14 @@ mod fork;
 mod global;
 mod histogram;
 mod monitor;
+mod pool;
 mod pressure;
 mod registry;
 mod reservation;
 #[cfg(feature = "jemalloc")]
 mod responder;
 mod scope;
+mod shedding;
 mod stats;
 mod tag;
 mod thread;
@@ -66,6 +71,7 @@ pub use budget::{
     budget, budget_stats, process_limits, set_budget, set_component_budget, set_process_limits,
     BudgetExceeded, BudgetStats, LimitError, Limits, Scope, CREDIT_CHUNK, MAX_CREDIT, NEAR_LIMIT,
 };
+pub use cache::{BoundedCache, CacheBuilder, CacheRefusal, CacheStats, ShedReport};
 pub use config::{
     init, parse_budgets, parse_decay, parse_env_var, parse_interval, parse_size, parse_switch,
     parse_thresholds, parse_with, unknown_variable, ConfigError, ConfigErrors, DecaySetting,
@@ -85,6 +91,7 @@ pub use monitor::{
     on_component_pressure, on_pressure, remove_callback, set_monitor_interval, start_monitor,
     MonitorStats,
 };
+pub use pool::{Pool, PoolBuilder, PoolStats, Pooled};
 pub use pressure::{
     component_pressure, dropped_events, pressure, set_thresholds, thresholds, EventKind, Level,
     PressureEvent, ThresholdError, Thresholds,
@@ -103,6 +110,7 @@ pub use scope::{
     component_scope, current_component, scope_depth, scoped, try_component_scope, try_enter,
     InComponent, ScopeError, ScopeGuard, Scoped,
 };
+pub use shedding::{shedding_level, Shedding, SheddingError};
 pub use stats::{
     component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, try_snapshot,
     ComponentStats, GlobalStats, Snapshot,

@@ -1,0 +1,681 @@
+//! [`BoundedCache`]: a least-recently-used cache that belongs to a component, stays inside a
+//! weight bound, and sheds when memory comes under pressure.
+
+mod lru;
+
+use crate::pressure::Level;
+use crate::registry::{self, ComponentId};
+use crate::scope::try_enter;
+use crate::shedding::{self, Shed, Shedding};
+use lru::Lru;
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
+
+/// A least-recently-used cache that belongs to a component, holds at most a given weight, and
+/// sheds entries when memory comes under pressure.
+///
+/// - **Its memory is its component's.** The cache's own structures (its map, its list, the copies
+///   of the keys) are allocated inside its component, and so are the values that
+///   [`get_or_insert_with`](Self::get_or_insert_with) makes. Values made elsewhere keep the
+///   component they were allocated in (memgov credits every free to the allocating component).
+/// - **A bound.** Each entry has a weight (1 unless the builder was given a
+///   [weigher](CacheBuilder::weigher), say the bytes a value holds), and an insert evicts the
+///   least recently used entries until the total is within [`max_weight`](CacheBuilder::max_weight).
+/// - **Pressure.** The cache obeys the higher of the process's and its component's pressure level
+///   ([`shedding_level`](crate::shedding_level)). When the level rises it sheds, on memgov's
+///   monitor thread, down to the fraction of what it held when the pressure began that its
+///   [`Shedding`] keeps (by default half at Warning, nothing at Critical), and while the level
+///   stays up that is the most it may hold: inserts past it evict older entries, and an entry that
+///   cannot fit at all is refused ([`CacheRefusal`]). Back at Normal the bound is `max_weight`
+///   again.
+///
+/// One lock guards the cache; values are dropped, and weighed, outside it. It is `Send` and
+/// `Sync`: share it with an `Arc` or a `static`.
+///
+/// ```
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+/// #     alloc_core::Governor::with_inner(std::alloc::System);
+/// use alloc_core::BoundedCache;
+///
+/// // At most 64 KiB of pages, weighed by their length.
+/// let pages = BoundedCache::builder("doc-pages")
+///     .max_weight(64 * 1024)
+///     .weigher(|_key: &u64, page: &String| page.len() as u64)
+///     .build();
+/// let page = pages.get_or_insert_with(7, || "<html>".repeat(1000)); // made inside "doc-pages"
+/// assert_eq!(pages.get(&7).as_deref(), Some(page.as_str()));
+/// assert_eq!(pages.weight(), 6000);
+/// let stats = pages.stats();
+/// assert_eq!((stats.total_hits, stats.total_misses), (1, 1));
+/// ```
+pub struct BoundedCache<K: Send + 'static, V: Send + 'static> {
+    shared: Arc<Shared<K, V>>,
+    /// The pressure callback's id, removed when the cache is dropped.
+    watch: u64,
+}
+
+struct Shared<K, V> {
+    component: ComponentId,
+    max_weight: u64,
+    shedding: Shedding,
+    weigher: Option<Weigher<K, V>>,
+    on_shed: Option<ShedHook>,
+    state: Mutex<State<K, V>>,
+}
+
+struct State<K, V> {
+    lru: Lru<K, V>,
+    /// The level the cache obeys.
+    level: Level,
+    /// The weight the cache held when the level last left Normal: what the shedding fractions
+    /// are fractions of.
+    base: u64,
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    evictions: u64,
+    shed: u64,
+    refused: u64,
+}
+
+/// Builds a [`BoundedCache`]: its bound, weigher, shedding and shed hook.
+///
+/// ```
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+/// #     alloc_core::Governor::with_inner(std::alloc::System);
+/// use alloc_core::{BoundedCache, Shedding};
+/// let cache: BoundedCache<String, Vec<u8>> = BoundedCache::builder("doc-blobs")
+///     .max_weight(1 << 20)
+///     .weigher(|key: &String, blob: &Vec<u8>| (key.len() + blob.len()) as u64)
+///     .shedding(Shedding::new(0.75, 0.1).unwrap())
+///     .on_shed(|report| eprintln!("blobs: {report}"))
+///     .build();
+/// assert_eq!(cache.stats().max_weight, 1 << 20);
+/// ```
+pub struct CacheBuilder<K, V> {
+    component: ComponentId,
+    max_weight: u64,
+    shedding: Shedding,
+    weigher: Option<Weigher<K, V>>,
+    on_shed: Option<ShedHook>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V> {
+    /// The most the cache holds, in weight (entries, without a weigher). Default: no bound but
+    /// pressure.
+    pub fn max_weight(mut self, max_weight: u64) -> Self {
+        self.max_weight = max_weight;
+        self
+    }
+
+    /// How much an entry weighs (default 1). Called once per insert, outside the cache's lock.
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// What the cache keeps under pressure (default [`Shedding::DEFAULT`]: half at Warning,
+    /// nothing at Critical).
+    pub fn shedding(mut self, shedding: Shedding) -> Self {
+        self.shedding = shedding;
+        self
+    }
+
+    /// Called after each change of the level the cache obeys with what the cache shed (nothing,
+    /// when the level fell): on the monitor thread, or on the thread that builds the cache if the
+    /// level changes while it does. It should return quickly, as every pressure callback should.
+    pub fn on_shed(mut self, hook: impl Fn(&ShedReport) + Send + Sync + 'static) -> Self {
+        self.on_shed = Some(Box::new(hook));
+        self
+    }
+
+    /// The cache, empty, obeying the level its component has now. One made while the level is up
+    /// takes `max_weight` as what it held when the pressure began.
+    pub fn build(self) -> BoundedCache<K, V> {
+        let scope = try_enter(self.component).ok();
+        let level = shedding::shedding_level(self.component);
+        let shared = Arc::new(Shared {
+            component: self.component,
+            max_weight: self.max_weight,
+            shedding: self.shedding,
+            weigher: self.weigher,
+            on_shed: self.on_shed,
+            state: Mutex::new(State {
+                lru: Lru::default(),
+                level,
+                base: self.max_weight,
+                hits: 0,
+                misses: 0,
+                inserts: 0,
+                evictions: 0,
+                shed: 0,
+                refused: 0,
+            }),
+        });
+        drop(scope);
+        let watch = shedding::watch(self.component, &shared);
+        // A change between the level read above and the callback's registration was delivered
+        // before the callback existed: look once more.
+        shared.refresh_level();
+        BoundedCache { shared, watch }
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V> {
+    /// A cache in the component called `name` that holds at most `max_entries` entries (and sheds
+    /// under pressure as [`Shedding::DEFAULT`] says).
+    ///
+    /// # Panics
+    /// When the name is invalid (see [`component`](crate::component)).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+    /// #     alloc_core::Governor::with_inner(std::alloc::System);
+    /// let cache = alloc_core::BoundedCache::new("doc-sessions", 2);
+    /// for id in 0..3u32 {
+    ///     cache.insert(id, format!("session {id}")).unwrap();
+    /// }
+    /// assert!(!cache.contains_key(&0)); // the least recently used went
+    /// assert_eq!(cache.len(), 2);
+    /// ```
+    pub fn new(name: &'static str, max_entries: u64) -> Self {
+        Self::builder(name).max_weight(max_entries).build()
+    }
+
+    /// A builder for a cache in the component called `name`.
+    ///
+    /// # Panics
+    /// When the name is invalid (see [`component`](crate::component)).
+    pub fn builder(name: &'static str) -> CacheBuilder<K, V> {
+        Self::builder_in(registry::component(name))
+    }
+
+    /// A builder for a cache in `component`.
+    pub fn builder_in(component: ComponentId) -> CacheBuilder<K, V> {
+        CacheBuilder {
+            component,
+            max_weight: u64::MAX,
+            shedding: Shedding::DEFAULT,
+            weigher: None,
+            on_shed: None,
+        }
+    }
+
+    /// A clone of the value under `key`, which becomes the most recently used entry; counts a
+    /// hit or a miss.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        let mut st = self.shared.lock();
+        let value = st.lru.get(key).cloned();
+        match value {
+            Some(_) => st.hits += 1,
+            None => st.misses += 1,
+        }
+        value
+    }
+
+    /// Calls `f` with the value under `key` (the most recently used entry from then on), under the
+    /// cache's lock: for values that are costly to clone. Counts a hit or a miss.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+    /// #     alloc_core::Governor::with_inner(std::alloc::System);
+    /// let cache = alloc_core::BoundedCache::new("doc-with", 8);
+    /// cache.insert("k", vec![1u8; 100]).unwrap();
+    /// assert_eq!(cache.with(&"k", |v| v.len()), Some(100));
+    /// ```
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut st = self.shared.lock();
+        let result = st.lru.get(key).map(f);
+        match result {
+            Some(_) => st.hits += 1,
+            None => st.misses += 1,
+        }
+        result
+    }
+
+    /// A clone of the value under `key`, its place in the order unchanged and no hit or miss
+    /// counted.
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        self.shared.lock().lru.peek(key).cloned()
+    }
+
+    /// Whether an entry is under `key` (neither its order nor the counts change).
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shared.lock().lru.peek(key).is_some()
+    }
+
+    /// Inserts `value` under `key` as the most recently used entry, evicting the least recently
+    /// used entries until the cache is within its bound; returns the value it replaced.
+    ///
+    /// # Errors
+    /// [`CacheRefusal`], with the key and value handed back, when the entry alone weighs more than
+    /// the bound: `max_weight`, or less while memory is under pressure (at Critical, by
+    /// default, any entry of non-zero weight). An entry already under `key` stays.
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, CacheRefusal<K, V>> {
+        let weight = self.shared.weigh(&key, &value);
+        let _scope = try_enter(self.shared.component).ok();
+        let mut evicted = Vec::new();
+        let replaced = {
+            let mut st = self.shared.lock();
+            let bound = self.shared.bound(&st);
+            if weight > bound {
+                st.refused += 1;
+                let level = st.level;
+                drop(st);
+                return Err(CacheRefusal {
+                    key,
+                    value,
+                    component: self.shared.component,
+                    weight,
+                    bound,
+                    level,
+                });
+            }
+            let replaced = st.lru.insert(key, value, weight);
+            st.inserts += 1;
+            // The new entry is the newest and fits on its own, so it is never the one evicted.
+            while st.lru.weight() > bound {
+                evicted.extend(st.lru.pop_oldest());
+                st.evictions += 1;
+            }
+            replaced
+        };
+        drop(evicted);
+        Ok(replaced)
+    }
+
+    /// The value under `key`, or, on a miss, the value `make` returns, made inside the cache's
+    /// component and inserted (a clone is returned). If the insert is refused (memory pressure,
+    /// or a value heavier than the bound) the value is returned all the same, uncached. Threads
+    /// that miss the same key at once may each make it.
+    pub fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V
+    where
+        V: Clone,
+    {
+        match self.get_or_try_insert_with(key, || Ok::<V, std::convert::Infallible>(make())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`get_or_insert_with`](Self::get_or_insert_with) for a `make` that can fail: its error is
+    /// returned and nothing is inserted.
+    ///
+    /// # Errors
+    /// What `make` returned.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+    /// #     alloc_core::Governor::with_inner(std::alloc::System);
+    /// let cache = alloc_core::BoundedCache::new("doc-parsed", 16);
+    /// let n: Result<u32, _> = cache.get_or_try_insert_with("12".to_string(), || "12".parse());
+    /// assert_eq!(n, Ok(12));
+    /// assert!(cache.get_or_try_insert_with("x".to_string(), || "x".parse::<u32>()).is_err());
+    /// assert_eq!(cache.len(), 1);
+    /// ```
+    pub fn get_or_try_insert_with<E>(
+        &self,
+        key: K,
+        make: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E>
+    where
+        V: Clone,
+    {
+        if let Some(value) = self.get(&key) {
+            return Ok(value);
+        }
+        let value = {
+            let _scope = try_enter(self.shared.component).ok();
+            make()?
+        };
+        let copy = value.clone();
+        // A refusal hands the value back; it is dropped uncached.
+        let _ = self.insert(key, value);
+        Ok(copy)
+    }
+
+    /// Removes the entry under `key` and returns its value.
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shared.lock().lru.remove(key)
+    }
+
+    /// Evicts the least recently used entries until the cache weighs at most `weight`; returns how
+    /// many went. For shedding by hand (from a task of your own, say).
+    pub fn trim_to(&self, weight: u64) -> usize {
+        let mut n = 0;
+        while let Some(entry) = self.shared.pop_above(Some(weight), |st| &mut st.evictions) {
+            drop(entry);
+            n += 1;
+        }
+        n
+    }
+
+    /// Removes every entry, and gives back the memory of the cache's own structures.
+    pub fn clear(&self) {
+        let old = std::mem::take(&mut self.shared.lock().lru);
+        drop(old);
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.shared.lock().lru.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The total weight of the entries (their number, without a weigher).
+    pub fn weight(&self) -> u64 {
+        self.shared.lock().lru.weight()
+    }
+
+    /// The component the cache belongs to.
+    pub fn component(&self) -> ComponentId {
+        self.shared.component
+    }
+
+    /// The cache's figures.
+    pub fn stats(&self) -> CacheStats {
+        let st = self.shared.lock();
+        CacheStats {
+            component: self.shared.component,
+            live_entries: st.lru.len() as u64,
+            live_weight: st.lru.weight(),
+            max_weight: self.shared.max_weight,
+            bound: self.shared.bound(&st),
+            level: st.level,
+            total_hits: st.hits,
+            total_misses: st.misses,
+            total_inserts: st.inserts,
+            total_evictions: st.evictions,
+            total_shed: st.shed,
+            total_refused: st.refused,
+        }
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Drop for BoundedCache<K, V> {
+    fn drop(&mut self) {
+        crate::monitor::remove_callback(self.watch);
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> fmt::Debug for BoundedCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedCache")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
+        // Nothing user-supplied runs under this lock but `with`'s closure and clones, and every
+        // change to the state is complete before either runs: a poisoned lock's data is sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn weigh(&self, key: &K, value: &V) -> u64 {
+        self.weigher.as_ref().map_or(1, |w| w(key, value))
+    }
+
+    /// The most the cache may weigh now.
+    fn bound(&self, st: &State<K, V>) -> u64 {
+        match st.level {
+            Level::Normal => self.max_weight,
+            level => self.max_weight.min(self.shedding.keep(level, st.base)),
+        }
+    }
+
+    /// Takes out the least recently used entry if the cache weighs more than `limit` (its bound,
+    /// when `None`), counting it in the count `counter` picks. One entry per lock, so that values
+    /// are dropped outside it.
+    fn pop_above(
+        &self,
+        limit: Option<u64>,
+        counter: impl FnOnce(&mut State<K, V>) -> &mut u64,
+    ) -> Option<(K, V)> {
+        let mut st = self.lock();
+        let limit = limit.unwrap_or_else(|| self.bound(&st));
+        if st.lru.weight() <= limit {
+            return None;
+        }
+        let entry = st.lru.pop_oldest();
+        *counter(&mut st) += 1;
+        entry
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send, V: Send> Shed for Shared<K, V> {
+    fn refresh_level(&self) {
+        let (previous, level, entries_before, weight_before) = {
+            let mut st = self.lock();
+            let level = shedding::shedding_level(self.component);
+            if st.level == level {
+                return;
+            }
+            if st.level == Level::Normal {
+                st.base = st.lru.weight();
+            }
+            let previous = std::mem::replace(&mut st.level, level);
+            (previous, level, st.lru.len(), st.lru.weight())
+        };
+        // The bound is read afresh for each entry: inserts and another refresh may run alongside.
+        let mut shed = 0;
+        while let Some(entry) = self.pop_above(None, |st| &mut st.shed) {
+            drop(entry);
+            shed += 1;
+        }
+        self.give_back_room(level);
+        if let Some(hook) = &self.on_shed {
+            let st = self.lock();
+            let report = ShedReport {
+                component: self.component,
+                previous,
+                level,
+                entries_before: entries_before as u64,
+                weight_before,
+                entries_after: st.lru.len() as u64,
+                weight_after: st.lru.weight(),
+                shed,
+            };
+            drop(st);
+            hook(&report);
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+    /// After shedding: an empty cache lets go of its structures; a mostly empty one at Warning
+    /// moves into smaller ones (an allocation, in the cache's component, so never at Critical,
+    /// where that component or the process may be at its hard limit).
+    fn give_back_room(&self, level: Level) {
+        let _scope = try_enter(self.component).ok();
+        let old = {
+            let mut st = self.lock();
+            if st.lru.len() == 0 {
+                std::mem::take(&mut st.lru)
+            } else if level == Level::Warning && st.lru.is_sparse() {
+                let fresh = st.lru.compacted();
+                std::mem::replace(&mut st.lru, fresh)
+            } else {
+                return;
+            }
+        };
+        drop(old);
+    }
+}
+
+/// An entry a [`BoundedCache`] would not take: it alone weighs more than the cache's bound. Holds
+/// the key and value, handed back.
+///
+/// ```
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+/// #     alloc_core::Governor::with_inner(std::alloc::System);
+/// let cache = alloc_core::BoundedCache::builder("doc-refusal")
+///     .max_weight(10)
+///     .weigher(|_k: &u8, v: &String| v.len() as u64)
+///     .build();
+/// let refused = cache.insert(1, "x".repeat(11)).unwrap_err();
+/// assert_eq!(refused.to_string(),
+///     "cache in doc-refusal refused an entry of weight 11: its bound is 10 (pressure normal)");
+/// let (key, value) = refused.into_entry();
+/// assert_eq!((key, value.len()), (1, 11));
+/// ```
+pub struct CacheRefusal<K, V> {
+    key: K,
+    value: V,
+    /// The component of the cache that refused.
+    pub component: ComponentId,
+    /// The entry's weight.
+    pub weight: u64,
+    /// The cache's bound when it refused.
+    pub bound: u64,
+    /// The level the cache obeyed.
+    pub level: Level,
+}
+
+impl<K, V> CacheRefusal<K, V> {
+    /// The key and value that were refused.
+    pub fn into_entry(self) -> (K, V) {
+        (self.key, self.value)
+    }
+}
+
+impl<K, V> fmt::Debug for CacheRefusal<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheRefusal")
+            .field("component", &self.component)
+            .field("weight", &self.weight)
+            .field("bound", &self.bound)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> fmt::Display for CacheRefusal<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cache in {} refused an entry of weight {}: its bound is {} (pressure {})",
+            self.component.name(),
+            self.weight,
+            self.bound,
+            self.level
+        )
+    }
+}
+
+impl<K, V> std::error::Error for CacheRefusal<K, V> {}
+
+/// A cache's figures ([`BoundedCache::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// The component the cache belongs to.
+    pub component: ComponentId,
+    /// Entries held.
+    pub live_entries: u64,
+    /// Their total weight.
+    pub live_weight: u64,
+    /// The configured bound (`u64::MAX`: none but pressure).
+    pub max_weight: u64,
+    /// The bound now: `max_weight` at Normal, less while memory is under pressure.
+    pub bound: u64,
+    /// The pressure level the cache obeys.
+    pub level: Level,
+    /// Lookups that found their key.
+    pub total_hits: u64,
+    /// Lookups that did not.
+    pub total_misses: u64,
+    /// Entries inserted (replacements included).
+    pub total_inserts: u64,
+    /// Entries evicted to stay within the bound, or by [`BoundedCache::trim_to`].
+    pub total_evictions: u64,
+    /// Entries shed because memory came under pressure.
+    pub total_shed: u64,
+    /// Inserts refused (an entry heavier than the bound).
+    pub total_refused: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups; `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.total_hits + self.total_misses;
+        (lookups > 0).then(|| self.total_hits as f64 / lookups as f64)
+    }
+}
+
+/// What a cache or pool did when the pressure level it obeys changed, for the
+/// [`on_shed`](CacheBuilder::on_shed) hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShedReport {
+    /// The component the cache or pool belongs to.
+    pub component: ComponentId,
+    /// The level before.
+    pub previous: Level,
+    /// The level now.
+    pub level: Level,
+    /// Entries (idle objects, for a pool) held before.
+    pub entries_before: u64,
+    /// Their weight before (for a pool, their number).
+    pub weight_before: u64,
+    /// Entries held after.
+    pub entries_after: u64,
+    /// Their weight after.
+    pub weight_after: u64,
+    /// Entries shed.
+    pub shed: u64,
+}
+
+impl fmt::Display for ShedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}: shed {} of {} entries, weight {} -> {}",
+            self.component.name(),
+            self.previous,
+            self.level,
+            self.shed,
+            self.entries_before,
+            self.weight_before,
+            self.weight_after
+        )
+    }
+}

@@ -1,0 +1,189 @@
+//! How much a [`BoundedCache`](crate::BoundedCache) or a [`Pool`](crate::Pool) keeps while memory
+//! is under pressure, and how it hears that the pressure changed.
+//!
+//! Both obey one level: the higher of the process's and their own component's
+//! ([`shedding_level`]). They hear of a change through a pressure callback on the monitor thread,
+//! which holds them weakly: dropping the cache or pool removes the callback, and a callback that
+//! runs meanwhile finds nothing to do.
+
+use crate::budget::Scope;
+use crate::pressure::{Level, PressureEvent};
+use crate::registry::ComponentId;
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+
+/// What a cache or pool keeps under pressure: the fraction of its contents it keeps at Warning
+/// and at Critical.
+///
+/// A [`BoundedCache`](crate::BoundedCache) takes the fractions of what it held when the pressure
+/// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`. While the level stays up, what
+/// is kept is also the most it may hold, so shed memory does not grow straight back; back at
+/// Normal the configured bounds apply again.
+///
+/// ```
+/// use alloc_core::{Level, Shedding};
+/// let s = Shedding::default();
+/// assert_eq!((s.kept(Level::Normal), s.kept(Level::Warning), s.kept(Level::Critical)), (1.0, 0.5, 0.0));
+/// let gentle = Shedding::new(0.75, 0.25).unwrap();
+/// assert!(Shedding::new(0.25, 0.75).is_err()); // keeps more at Critical than at Warning
+/// # let _ = gentle;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shedding {
+    warning: f64,
+    critical: f64,
+}
+
+impl Shedding {
+    /// Half kept at Warning, nothing at Critical (the seed documents' "evict on warning, clear on
+    /// critical").
+    pub const DEFAULT: Shedding = Shedding {
+        warning: 0.5,
+        critical: 0.0,
+    };
+
+    /// Nothing shed at any level.
+    pub const NEVER: Shedding = Shedding {
+        warning: 1.0,
+        critical: 1.0,
+    };
+
+    /// Keeps `warning` of the contents at Warning and `critical` at Critical.
+    ///
+    /// # Errors
+    /// [`SheddingError`] unless `0 <= critical <= warning <= 1`.
+    pub fn new(warning: f64, critical: f64) -> Result<Shedding, SheddingError> {
+        let fraction = |f: f64| (0.0..=1.0).contains(&f);
+        if fraction(warning) && fraction(critical) && critical <= warning {
+            Ok(Shedding { warning, critical })
+        } else {
+            Err(SheddingError { warning, critical })
+        }
+    }
+
+    /// The fraction kept at `level` (1 at Normal).
+    pub fn kept(&self, level: Level) -> f64 {
+        match level {
+            Level::Normal => 1.0,
+            Level::Warning => self.warning,
+            Level::Critical => self.critical,
+        }
+    }
+
+    /// `amount` scaled by the fraction kept at `level`, rounded down. `u64::MAX` stands for
+    /// "unbounded": any fraction of it but 0 is itself.
+    pub(crate) fn keep(&self, level: Level, amount: u64) -> u64 {
+        let kept = self.kept(level);
+        if kept <= 0.0 {
+            0
+        } else if amount == u64::MAX || kept >= 1.0 {
+            amount
+        } else {
+            // Exact for every amount up to 2^53, and never above `amount`: the cast saturates.
+            ((amount as f64) * kept) as u64
+        }
+    }
+}
+
+impl Default for Shedding {
+    fn default() -> Self {
+        Shedding::DEFAULT
+    }
+}
+
+/// Shedding fractions outside `0 <= critical <= warning <= 1`.
+///
+/// ```
+/// let e = alloc_core::Shedding::new(1.5, 0.0).unwrap_err();
+/// assert_eq!(e.to_string(), "shedding fractions must satisfy 0 <= critical <= warning <= 1, got warning 1.5 and critical 0");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SheddingError {
+    /// The fraction asked for at Warning.
+    pub warning: f64,
+    /// The fraction asked for at Critical.
+    pub critical: f64,
+}
+
+impl fmt::Display for SheddingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shedding fractions must satisfy 0 <= critical <= warning <= 1, got warning {} and critical {}",
+            self.warning, self.critical
+        )
+    }
+}
+
+impl std::error::Error for SheddingError {}
+
+/// The level a cache or pool in `component` obeys: the higher of the process's and the
+/// component's.
+///
+/// ```
+/// let pages = alloc_core::component("shedding-doc");
+/// assert_eq!(alloc_core::shedding_level(pages), alloc_core::Level::Normal);
+/// ```
+pub fn shedding_level(component: ComponentId) -> Level {
+    let level = |scope: Scope| Level::from_u8(scope.entity().level.load(Relaxed));
+    crate::config::ensure_init();
+    level(Scope::Process).max(level(Scope::Component(component)))
+}
+
+/// Something that sheds when the level its component obeys changes.
+pub(crate) trait Shed: Send + Sync {
+    /// Reads the level it obeys ([`shedding_level`]) again, under its own lock so that racing
+    /// calls end with the latest reading, and sheds if it rose. A call that finds the level it
+    /// already obeys does nothing.
+    fn refresh_level(&self);
+}
+
+/// Registers a pressure callback that has `target` read its level again whenever the process's
+/// or `component`'s level changes, for as long as `target` lives. Returns the callback's id, for
+/// the target's owner to remove when it is dropped. The callback is memgov's own memory (the
+/// component "memgov"), as the monitor's is.
+pub(crate) fn watch<T: Shed + 'static>(component: ComponentId, target: &Arc<T>) -> u64 {
+    let target: Weak<T> = Arc::downgrade(target);
+    let _scope = crate::scope::try_component_scope("memgov").ok();
+    crate::monitor::on_pressure(move |event: &PressureEvent| {
+        let ours = match event.scope {
+            Scope::Process => true,
+            Scope::Component(c) => c == component,
+        };
+        if let (true, Some(target)) = (ours, target.upgrade()) {
+            target.refresh_level();
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_are_checked() {
+        assert!(Shedding::new(1.0, 1.0).is_ok());
+        assert!(Shedding::new(0.0, 0.0).is_ok());
+        for (w, c) in [
+            (-0.1, 0.0),
+            (1.1, 0.0),
+            (0.5, 0.6),
+            (f64::NAN, 0.0),
+            (0.5, f64::NAN),
+        ] {
+            assert!(Shedding::new(w, c).is_err(), "{w} {c}");
+        }
+    }
+
+    #[test]
+    fn keep_rounds_down_and_leaves_unbounded_alone() {
+        let s = Shedding::DEFAULT;
+        assert_eq!(s.keep(Level::Warning, 7), 3);
+        assert_eq!(s.keep(Level::Critical, 7), 0);
+        assert_eq!(s.keep(Level::Normal, 7), 7);
+        assert_eq!(s.keep(Level::Warning, u64::MAX), u64::MAX);
+        assert_eq!(s.keep(Level::Critical, u64::MAX), 0);
+        assert_eq!(Shedding::NEVER.keep(Level::Critical, 1 << 60), 1 << 60);
+    }
+}

@@ -1,0 +1,452 @@
+//! `BoundedCache`: its bound and order, where its memory is charged, and how it sheds when its
+//! component comes under pressure.
+//!
+//! The pressure tests give a component a 16 MiB soft budget (default thresholds: Warning at 85%,
+//! Critical at 95%, back to Normal below 70%) and move it across thresholds with 64 KiB values
+//! and a ballast block, each step at least 2% away from a threshold: charged bytes exceed live
+//! bytes by at most a credit per thread (256 KiB, 1.6% of the budget), and `settle` hands the test
+//! thread's back.
+
+#[global_allocator]
+static GLOBAL: memgov::Governor = memgov::Governor::new();
+
+use memgov::{component_stats, monitor_stats, BoundedCache, Level, Limits, ShedReport, Shedding};
+use serial_test::serial;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const VALUE: usize = 64 * KIB;
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Hands this thread's credit back and waits until the monitor has sampled every budget twice
+/// since, and so delivered every level change.
+fn settle() {
+    memgov::flush_thread();
+    let seen = monitor_stats().samples;
+    wait_until("two monitor samples", || {
+        monitor_stats().samples >= seen + 2
+    });
+}
+
+/// A process limit, taken off again when dropped (a failing test must not leave the process
+/// under pressure for the next one).
+struct ProcessLimit;
+
+impl ProcessLimit {
+    fn set(limits: Limits) -> ProcessLimit {
+        memgov::set_process_limits(limits).unwrap();
+        ProcessLimit
+    }
+}
+
+impl Drop for ProcessLimit {
+    fn drop(&mut self) {
+        memgov::set_process_limits(Limits::NONE).unwrap();
+    }
+}
+
+fn start_monitor() {
+    memgov::set_monitor_interval(Duration::from_millis(10));
+    memgov::start_monitor();
+}
+
+fn live(name: &str) -> u64 {
+    component_stats(name).map_or(0, |s| s.live_bytes)
+}
+
+/// What the shed hook saw: the report and the name of the thread it ran on.
+type Reports = Arc<Mutex<Vec<(ShedReport, String)>>>;
+
+fn recorded(reports: &Reports) -> Vec<(ShedReport, String)> {
+    reports.lock().unwrap().clone()
+}
+
+/// Waits until the hook has seen `n` reports, then a little longer to catch any extra one.
+fn wait_for_reports(reports: &Reports, n: usize) -> Vec<(ShedReport, String)> {
+    wait_until("shed reports", || reports.lock().unwrap().len() >= n);
+    settle();
+    recorded(reports)
+}
+
+/// A cache weighing values by their length, recording its shed reports.
+fn pressure_cache(name: &'static str, reports: &Reports) -> BoundedCache<u32, Arc<Vec<u8>>> {
+    let log = Arc::clone(reports);
+    BoundedCache::builder(name)
+        .weigher(|_: &u32, v: &Arc<Vec<u8>>| v.len() as u64)
+        .on_shed(move |report| {
+            let thread = thread::current().name().unwrap_or("").to_string();
+            log.lock().unwrap().push((*report, thread));
+        })
+        .build()
+}
+
+fn fill(cache: &BoundedCache<u32, Arc<Vec<u8>>>, keys: std::ops::Range<u32>) {
+    for k in keys {
+        cache.get_or_insert_with(k, || Arc::new(vec![1u8; VALUE]));
+    }
+}
+
+#[test]
+#[serial]
+fn evicts_the_least_recently_used_within_its_bound() {
+    let cache = BoundedCache::new("bc-order", 3);
+    for k in 0..3u32 {
+        assert!(cache.insert(k, k * 10).unwrap().is_none());
+    }
+    assert_eq!(cache.get(&0), Some(0)); // 0 is now the most recently used
+    assert_eq!(cache.peek(&1), Some(10)); // a peek does not save 1
+    cache.insert(3, 30).unwrap();
+    assert!(
+        !cache.contains_key(&1),
+        "the least recently used entry is evicted"
+    );
+    assert!(cache.contains_key(&0) && cache.contains_key(&2) && cache.contains_key(&3));
+    assert_eq!(
+        cache.insert(3, 31).unwrap(),
+        Some(30),
+        "a replace returns the old value"
+    );
+    assert_eq!(cache.remove(&2), Some(20));
+    assert_eq!(cache.get(&2), None);
+    let s = cache.stats();
+    assert_eq!(
+        (
+            s.live_entries,
+            s.live_weight,
+            s.max_weight,
+            s.bound,
+            s.level
+        ),
+        (2, 2, 3, 3, Level::Normal)
+    );
+    assert_eq!(
+        (
+            s.total_hits,
+            s.total_misses,
+            s.total_inserts,
+            s.total_evictions,
+            s.total_refused
+        ),
+        (1, 1, 5, 1, 0)
+    );
+    assert_eq!(s.hit_ratio(), Some(0.5));
+    assert_eq!(cache.trim_to(1), 1);
+    assert_eq!(cache.len(), 1);
+    cache.clear();
+    assert!(cache.is_empty());
+}
+
+#[test]
+#[serial]
+fn a_weigher_bounds_the_bytes_and_refuses_what_cannot_fit() {
+    let cache = BoundedCache::builder("bc-weigh")
+        .max_weight(100)
+        .weigher(|k: &String, v: &String| (k.len() + v.len()) as u64)
+        .build();
+    cache.insert("a".into(), "x".repeat(39)).unwrap(); // 40
+    cache.insert("b".into(), "x".repeat(39)).unwrap(); // 80
+    cache.insert("c".into(), "x".repeat(29)).unwrap(); // 110: "a" goes
+    assert_eq!((cache.len(), cache.weight()), (2, 70));
+    assert!(!cache.contains_key("a"));
+    let refused = cache.insert("d".into(), "x".repeat(100)).unwrap_err();
+    assert_eq!(
+        (refused.weight, refused.bound, refused.level),
+        (101, 100, Level::Normal)
+    );
+    assert_eq!(
+        refused.to_string(),
+        "cache in bc-weigh refused an entry of weight 101: its bound is 100 (pressure normal)"
+    );
+    let (key, value) = refused.into_entry();
+    assert_eq!((key.as_str(), value.len()), ("d", 100));
+    assert_eq!(
+        (cache.len(), cache.weight()),
+        (2, 70),
+        "a refusal changes nothing"
+    );
+    assert_eq!(cache.stats().total_refused, 1);
+    // An entry that fills the whole bound evicts everything else.
+    cache.insert("e".into(), "x".repeat(99)).unwrap();
+    assert_eq!((cache.len(), cache.weight()), (1, 100));
+}
+
+#[test]
+#[serial]
+fn its_structures_and_the_values_it_makes_belong_to_its_component() {
+    memgov::flush_thread();
+    assert_eq!(live("bc-memory"), 0);
+    let cache = BoundedCache::new("bc-memory", 1000);
+    for k in 0..100u32 {
+        // Values made elsewhere keep their own component; these are made by the cache.
+        cache.get_or_insert_with(format!("key-{k}"), || vec![0u8; 1000]);
+    }
+    let made = cache.get_or_insert_with("made-outside".to_string(), || vec![0u8; 10]);
+    assert_eq!(made.len(), 10);
+    {
+        let _elsewhere = memgov::component_scope("bc-elsewhere");
+        cache
+            .insert("foreign".to_string(), vec![0u8; 5000])
+            .unwrap();
+    }
+    memgov::flush_thread();
+    let with_cache = live("bc-memory");
+    // 101 values of the cache's own making, the keys it keeps (one copy in its map, one in its
+    // list), and the map and list themselves.
+    assert!(with_cache > 100 * 1000 + 10, "{with_cache}");
+    assert!(
+        live("bc-elsewhere") >= 5000,
+        "the foreign value stays foreign"
+    );
+    assert!(
+        live("bc-elsewhere") < 5000 + 64,
+        "only the value is foreign: {}",
+        live("bc-elsewhere")
+    );
+    drop(made);
+    drop(cache);
+    memgov::flush_thread();
+    assert_eq!(
+        live("bc-memory"),
+        0,
+        "a dropped cache gives all of its component back"
+    );
+    assert_eq!(live("bc-elsewhere"), 0);
+}
+
+#[test]
+#[serial]
+fn get_or_try_insert_with_inserts_only_what_was_made() {
+    let cache: BoundedCache<&str, u64> = BoundedCache::new("bc-try", 10);
+    assert_eq!(cache.get_or_try_insert_with("7", || "7".parse()), Ok(7));
+    assert_eq!(cache.get_or_try_insert_with("7", || "never".parse()), Ok(7));
+    assert!(cache
+        .get_or_try_insert_with("x", || "x".parse::<u64>())
+        .is_err());
+    assert_eq!(cache.len(), 1);
+    let s = cache.stats();
+    assert_eq!((s.total_hits, s.total_misses, s.total_inserts), (1, 2, 1));
+}
+
+#[test]
+#[serial]
+fn threads_share_one_cache_within_its_bound() {
+    let cache = Arc::new(BoundedCache::new("bc-threads", 64));
+    let workers: Vec<_> = (0..4u32)
+        .map(|t| {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                let mut replaced = 0;
+                for i in 0..20_000u32 {
+                    let key = (t * 7 + i) % 200;
+                    if cache.get(&key).is_none() {
+                        // Another thread may have inserted the key since this one missed it.
+                        replaced += cache.insert(key, vec![t as u8; 100]).unwrap().is_some() as u64;
+                    }
+                    assert!(cache.len() <= 64);
+                }
+                replaced
+            })
+        })
+        .collect();
+    let replaced: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let s = cache.stats();
+    assert_eq!(s.live_entries, 64);
+    assert_eq!(s.total_hits + s.total_misses, 80_000);
+    assert_eq!(
+        s.total_inserts - s.total_evictions - replaced,
+        64,
+        "every insert is held, was evicted or replaced another"
+    );
+    drop(cache);
+    memgov::flush_thread();
+    assert_eq!(live("bc-threads"), 0);
+}
+
+#[test]
+#[serial]
+fn warning_sheds_half_on_the_monitor_and_caps_growth_until_normal() {
+    start_monitor();
+    memgov::set_budget("bc-warning", Limits::soft(16 * MIB as u64)).unwrap();
+    let reports = Reports::default();
+    let cache = pressure_cache("bc-warning", &reports);
+    // 13 MiB: 81%, Normal.
+    fill(&cache, 0..208);
+    settle();
+    assert_eq!(memgov::component_pressure("bc-warning"), Level::Normal);
+    assert!(recorded(&reports).is_empty());
+    // Held outside the cache, 1 MiB more: 87.5%, Warning. The cache sheds to half of what it held
+    // (104 values), and the component falls to 44%: Normal again, and the bound is lifted.
+    let ballast = {
+        let _s = memgov::component_scope("bc-warning");
+        vec![1u8; MIB]
+    };
+    let r = wait_for_reports(&reports, 2);
+    assert_eq!(r.len(), 2, "{r:?}");
+    let (warn, thread_name) = &r[0];
+    assert_eq!(
+        thread_name, "memgov-monitor",
+        "shedding runs on the monitor thread"
+    );
+    assert_eq!((warn.previous, warn.level), (Level::Normal, Level::Warning));
+    assert_eq!(
+        (warn.entries_before, warn.shed, warn.entries_after),
+        (208, 104, 104)
+    );
+    assert_eq!(warn.weight_after, 104 * VALUE as u64);
+    let (normal, _) = &r[1];
+    assert_eq!(
+        (normal.previous, normal.level, normal.shed),
+        (Level::Warning, Level::Normal, 0)
+    );
+    let s = cache.stats();
+    assert_eq!(
+        (s.live_entries, s.total_shed, s.level, s.bound),
+        (104, 104, Level::Normal, u64::MAX)
+    );
+    assert_eq!(memgov::component_pressure("bc-warning"), Level::Normal);
+
+    // While the level stays at Warning (a ballast of 13 MiB keeps it there on its own), the cache
+    // may hold half of what it held when the pressure began, and no more.
+    cache.clear();
+    fill(&cache, 0..32); // 2 MiB
+    let big = {
+        let _s = memgov::component_scope("bc-warning");
+        vec![1u8; 11 * MIB]
+    };
+    // 14 MiB: 87.5%, Warning. The cache sheds to 16 values: 13 MiB, 81%, still Warning.
+    wait_until("Warning", || cache.stats().level == Level::Warning);
+    settle();
+    assert_eq!(memgov::component_pressure("bc-warning"), Level::Warning);
+    let s = cache.stats();
+    assert_eq!(
+        (s.level, s.live_entries, s.bound),
+        (Level::Warning, 16, 16 * VALUE as u64)
+    );
+    fill(&cache, 100..110);
+    assert_eq!(
+        cache.len(),
+        16,
+        "inserts at Warning evict to stay within the cap"
+    );
+    assert!(
+        !cache.contains_key(&0),
+        "the least recently used went first"
+    );
+    assert!(cache.contains_key(&109));
+    drop((big, ballast));
+    wait_until("Normal", || cache.stats().level == Level::Normal);
+    fill(&cache, 200..240);
+    assert_eq!(cache.len(), 56, "back at Normal the cap is lifted");
+    drop(cache);
+    memgov::set_budget("bc-warning", Limits::NONE).unwrap();
+}
+
+#[test]
+#[serial]
+fn critical_clears_and_refuses_until_the_level_falls() {
+    start_monitor();
+    memgov::set_budget("bc-critical", Limits::soft(16 * MIB as u64)).unwrap();
+    let reports = Reports::default();
+    let cache = pressure_cache("bc-critical", &reports);
+    fill(&cache, 0..8); // 0.5 MiB
+    settle();
+    // 15.5 MiB of ballast: 100%, Critical; without the cache's 0.5 MiB still 97%.
+    let ballast = {
+        let _s = memgov::component_scope("bc-critical");
+        vec![1u8; 15 * MIB + MIB / 2]
+    };
+    let r = wait_for_reports(&reports, 1);
+    assert_eq!(memgov::component_pressure("bc-critical"), Level::Critical);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].0.previous, r[0].0.level, r[0].0.shed),
+        (Level::Normal, Level::Critical, 8)
+    );
+    assert!(cache.is_empty());
+    let refused = cache.insert(99, Arc::new(vec![0u8; 10])).unwrap_err();
+    assert_eq!(
+        (refused.level, refused.bound, refused.weight),
+        (Level::Critical, 0, 10)
+    );
+    // get_or_insert_with still hands the value over, uncached.
+    assert_eq!(
+        cache
+            .get_or_insert_with(98, || Arc::new(vec![2u8; 3]))
+            .len(),
+        3
+    );
+    assert!(cache.is_empty());
+    assert_eq!(cache.stats().total_refused, 2);
+    drop(ballast);
+    wait_until("Normal", || cache.stats().level == Level::Normal);
+    cache.insert(99, Arc::new(vec![0u8; 10])).unwrap();
+    assert_eq!(cache.len(), 1);
+    drop(cache);
+    memgov::set_budget("bc-critical", Limits::NONE).unwrap();
+}
+
+#[test]
+#[serial]
+fn the_process_level_counts_too_and_shedding_follows_the_policy() {
+    start_monitor();
+    let reports = Reports::default();
+    let log = Arc::clone(&reports);
+    let cache = BoundedCache::builder("bc-process")
+        .shedding(Shedding::new(0.75, 0.25).unwrap())
+        .on_shed(move |report| log.lock().unwrap().push((*report, String::new())))
+        .build();
+    for k in 0..100u32 {
+        cache.insert(k, k).unwrap();
+    }
+    // The process's soft limit just below what the process holds: Critical for the process,
+    // though "bc-process" has no budget at all. A 64 MiB ballast makes the threads' credits
+    // (at most 256 KiB each) small beside what the process holds.
+    let ballast = vec![1u8; 64 * MIB];
+    memgov::flush_thread();
+    let charged = memgov::budget_stats(memgov::Scope::Process).charged_bytes;
+    let limit = ProcessLimit::set(Limits::soft(charged * 1000 / 975)); // 97.5%
+    wait_for_reports(&reports, 1);
+    assert_eq!(memgov::pressure(), Level::Critical);
+    assert_eq!(memgov::shedding_level(cache.component()), Level::Critical);
+    assert_eq!(cache.len(), 25, "a quarter kept at Critical");
+    drop(limit);
+    wait_until("Normal", || cache.stats().level == Level::Normal);
+    drop(ballast);
+    let r = recorded(&reports);
+    assert_eq!(
+        r.first().map(|(r, _)| (r.level, r.shed)),
+        Some((Level::Critical, 75))
+    );
+}
+
+#[test]
+#[serial]
+fn a_dropped_cache_is_not_called_again() {
+    start_monitor();
+    memgov::set_budget("bc-dropped", Limits::soft(16 * MIB as u64)).unwrap();
+    let reports = Reports::default();
+    let cache = pressure_cache("bc-dropped", &reports);
+    fill(&cache, 0..4);
+    drop(cache);
+    let ballast = {
+        let _s = memgov::component_scope("bc-dropped");
+        vec![1u8; 15 * MIB + MIB / 2]
+    };
+    settle();
+    assert_eq!(memgov::component_pressure("bc-dropped"), Level::Critical);
+    assert!(recorded(&reports).is_empty());
+    drop(ballast);
+    memgov::set_budget("bc-dropped", Limits::NONE).unwrap();
+    settle();
+}
