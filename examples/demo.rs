@@ -5,24 +5,26 @@
 //! (`MEMGOV_BUDGETS=pages=/4MiB cargo run --release --example demo` to give "pages" another soft
 //! budget; the demo sets `pages=/8MiB` itself when the environment does not.)
 
-use memgov::{EventKind, InComponent, Level, Limits};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use memgov::{BoundedCache, InComponent, Limits, Pool};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-/// Renders a page: allocations tagged "pages".
-fn render_page(id: usize, templates: &HashMap<String, String>) -> String {
+/// Renders a page: allocations tagged "pages". The rows are written into a scratch buffer from a
+/// pool (component "render-buffers"), reused from one page to the next.
+fn render_page(id: usize, templates: &HashMap<String, String>, scratch: &Pool<String>) -> String {
     let _scope = memgov::component_scope("pages");
     let layout = &templates["layout"];
-    let mut body = String::with_capacity(256);
+    let mut body = scratch.get();
     for row in 0..(id % 50) {
-        body.push_str(&format!("<tr><td>{id}</td><td>{row}</td></tr>"));
+        let _ = write!(body, "<tr><td>{id}</td><td>{row}</td></tr>");
     }
     layout.replace("{body}", &body)
 }
@@ -38,38 +40,6 @@ fn load_templates() -> HashMap<String, String> {
         t.insert(format!("partial-{i}"), "x".repeat(512));
     }
     t
-}
-
-/// A least-recently-inserted page cache. Its bytes belong to "pages", whoever evicts them.
-#[derive(Default)]
-struct PageCache {
-    order: VecDeque<u64>,
-    pages: HashMap<u64, String>,
-}
-
-impl PageCache {
-    fn insert(&mut self, key: u64, page: String) {
-        let _scope = memgov::component_scope("pages");
-        self.order.push_back(key);
-        self.pages.insert(key, page);
-    }
-
-    /// Drops the oldest half.
-    fn evict_half(&mut self) -> usize {
-        let n = self.order.len() / 2;
-        for key in self.order.drain(..n) {
-            self.pages.remove(&key);
-        }
-        self.pages.shrink_to_fit();
-        n
-    }
-
-    fn clear(&mut self) -> usize {
-        let n = self.pages.len();
-        self.order = VecDeque::new();
-        self.pages = HashMap::new();
-        n
-    }
 }
 
 /// Polls a future to completion on this thread (no async runtime needed).
@@ -98,24 +68,39 @@ fn main() {
     println!("pages budget: {:?}", memgov::budget("pages"));
 
     let templates = load_templates();
-    let cache = Arc::new(Mutex::new(PageCache::default()));
-
+    // Scratch buffers for rendering: up to 8 kept idle (fewer under pressure), cleared on return.
+    let scratch = Pool::builder("render-buffers")
+        .max_idle(8)
+        .reset(|buf: &mut String| {
+            buf.clear();
+            true
+        })
+        .build(|| String::with_capacity(4096));
     // Pressure callbacks run on memgov's monitor thread, never inside an allocation.
-    let shed = Arc::clone(&cache);
-    memgov::on_component_pressure("pages", move |event| {
-        let mut cache = shed.lock().unwrap();
-        let action = match (event.kind, event.level) {
-            (EventKind::Critical, _) => format!("cleared {} pages", cache.clear()),
-            (EventKind::Warning, _) | (EventKind::Recovery, Level::Warning) => {
-                format!("evicted {} pages", cache.evict_half())
-            }
-            (EventKind::Recovery, _) => "back to normal".to_string(),
-        };
+    memgov::on_component_pressure("pages", |event| {
         println!(
-            "  pressure: pages {} -> {} at {} of {} bytes: {action}",
+            "  pressure: pages {} -> {} at {} of {} bytes",
             event.previous, event.level, event.charged_bytes, event.limit_bytes
         );
     });
+
+    // The page cache: bounded by nothing but pressure on "pages" (and on the process). It sheds
+    // on memgov's monitor thread (after the callback above, registered first): half of what it
+    // held at Warning, everything at Critical, and it reacts to the level as it is when it runs.
+    let cache = BoundedCache::builder("pages")
+        .weigher(|_: &u64, page: &String| page.capacity() as u64) // its heap bytes
+        .on_shed(|shed| {
+            println!(
+                "    cache: {} -> {}, shed {} of {} pages ({} -> {} bytes)",
+                shed.previous,
+                shed.level,
+                shed.shed,
+                shed.entries_before,
+                shed.weight_before,
+                shed.weight_after
+            )
+        })
+        .build();
 
     // Workers render pages; the main thread caches every one it receives. Page bytes are
     // allocated on the workers and freed on whichever thread evicts them.
@@ -124,10 +109,10 @@ fn main() {
     std::thread::scope(|s| {
         for worker in 0..4 {
             let tx = tx.clone();
-            let templates = &templates;
+            let (templates, scratch) = (&templates, &scratch);
             s.spawn(move || {
                 for i in 0..4_000 {
-                    tx.send(render_page(worker * 10_000 + i, templates))
+                    tx.send(render_page(worker * 10_000 + i, templates, scratch))
                         .unwrap();
                     if i % 500 == 0 {
                         std::thread::sleep(Duration::from_millis(5));
@@ -137,7 +122,8 @@ fn main() {
         }
         drop(tx);
         for (n, page) in rx.into_iter().enumerate() {
-            cache.lock().unwrap().insert(n as u64, page);
+            // Refused only while "pages" is critical: the page is dropped uncached.
+            let _ = cache.insert(n as u64, page);
             let _scope = memgov::component_scope("sessions");
             sessions.insert(n as u64, vec![0u8; 64 + n % 200]);
         }
@@ -150,12 +136,20 @@ fn main() {
     );
 
     let pages = memgov::component_stats("pages").unwrap();
+    let cached = cache.stats();
     println!(
-        "\npages: {} live bytes in {} cached pages, peak {} bytes, {} pages rendered",
+        "\npages: {} live bytes, {} pages cached ({} bytes), peak {} bytes; 16000 rendered, {} shed under pressure, {} refused",
         pages.live_bytes,
-        cache.lock().unwrap().pages.len(),
+        cached.live_entries,
+        cached.live_weight,
         pages.peak_live_bytes,
-        16_000
+        cached.total_shed,
+        cached.total_refused
+    );
+    let buffers = scratch.stats();
+    println!(
+        "render buffers: {} made, {} reused for 16000 pages, {} idle",
+        buffers.total_misses, buffers.total_hits, buffers.live_idle
     );
     println!("\n{}", memgov::snapshot());
     println!(

@@ -450,3 +450,58 @@ fn a_dropped_cache_is_not_called_again() {
     memgov::set_budget("bc-dropped", Limits::NONE).unwrap();
     settle();
 }
+
+#[test]
+#[serial]
+fn what_a_rise_cuts_is_shed_by_the_monitor_even_while_others_insert() {
+    start_monitor();
+    // A larger budget here: the cache's own structures (about 1 MiB for 20 000 entries) are
+    // part of the component's charge.
+    memgov::set_budget("bc-race", Limits::soft(64 * MIB as u64)).unwrap();
+    let reports = Reports::default();
+    let log = Arc::clone(&reports);
+    let cache = Arc::new(
+        BoundedCache::builder("bc-race")
+            .on_shed(move |report| log.lock().unwrap().push((*report, String::new())))
+            .build(),
+    );
+    for k in 0..20_000u32 {
+        cache.insert(k, k).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let inserter = {
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        thread::spawn(move || {
+            // Replacing keys the cache holds or held: an insert at the new bound evicts as a new
+            // key would, but the cache's structures do not grow.
+            let mut k = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                cache.insert(k, k).unwrap();
+                k = (k + 1) % 20_000;
+            }
+        })
+    };
+    // 56 MiB: 89% with the cache, Warning, and shedding gives back too little to leave it.
+    let ballast = {
+        let _s = memgov::component_scope("bc-race");
+        vec![1u8; 56 * MIB]
+    };
+    let r = wait_for_reports(&reports, 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    inserter.join().unwrap();
+    let (report, _) = r[0];
+    assert_eq!(report.level, Level::Warning);
+    // Whatever was inserted meanwhile, the cut from what the cache held to what it kept was
+    // made by the shedding, not by the inserts.
+    assert!(
+        report.shed >= report.entries_before - report.entries_after,
+        "{report:?}"
+    );
+    assert!(
+        report.entries_after <= report.entries_before / 2 + 1,
+        "{report:?}"
+    );
+    drop(ballast);
+    drop(cache);
+    memgov::set_budget("bc-race", Limits::NONE).unwrap();
+}

@@ -76,6 +76,10 @@ struct State<K, V> {
     /// The weight the cache held when the level last left Normal: what the shedding fractions
     /// are fractions of.
     base: u64,
+    /// Set from a rise of the level until the monitor has shed down to the new bound. Meanwhile an
+    /// insert evicts only down to `max_weight`, so that what the rise cuts is shed (and reported)
+    /// by the monitor, not taken by whichever insert comes first.
+    shed_pending: bool,
     hits: u64,
     misses: u64,
     inserts: u64,
@@ -151,6 +155,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
                 lru: Lru::default(),
                 level,
                 base: self.max_weight,
+                shed_pending: false,
                 hits: 0,
                 misses: 0,
                 inserts: 0,
@@ -300,8 +305,13 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
             }
             let replaced = st.lru.insert(key, value, weight);
             st.inserts += 1;
+            let room = if st.shed_pending {
+                self.shared.max_weight
+            } else {
+                bound
+            };
             // The new entry is the newest and fits on its own, so it is never the one evicted.
-            while st.lru.weight() > bound {
+            while st.lru.weight() > room {
                 evicted.extend(st.lru.pop_oldest());
                 st.evictions += 1;
             }
@@ -375,7 +385,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
     /// many went. For shedding by hand (from a task of your own, say).
     pub fn trim_to(&self, weight: u64) -> usize {
         let mut n = 0;
-        while let Some(entry) = self.shared.pop_above(Some(weight), |st| &mut st.evictions) {
+        while let Some(entry) = self.shared.pop_above(weight) {
             drop(entry);
             n += 1;
         }
@@ -461,22 +471,27 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
         }
     }
 
-    /// Takes out the least recently used entry if the cache weighs more than `limit` (its bound,
-    /// when `None`), counting it in the count `counter` picks. One entry per lock, so that values
-    /// are dropped outside it.
-    fn pop_above(
-        &self,
-        limit: Option<u64>,
-        counter: impl FnOnce(&mut State<K, V>) -> &mut u64,
-    ) -> Option<(K, V)> {
+    /// Takes out the least recently used entry if the cache weighs more than `limit`, counting an
+    /// eviction. One entry per lock, so that values are dropped outside it.
+    fn pop_above(&self, limit: u64) -> Option<(K, V)> {
         let mut st = self.lock();
-        let limit = limit.unwrap_or_else(|| self.bound(&st));
         if st.lru.weight() <= limit {
             return None;
         }
-        let entry = st.lru.pop_oldest();
-        *counter(&mut st) += 1;
-        entry
+        st.evictions += 1;
+        st.lru.pop_oldest()
+    }
+
+    /// Takes out the least recently used entry if the cache weighs more than its bound, counting
+    /// it as shed; once it does not, the shedding is over. One entry per lock, as `pop_above`.
+    fn shed_one(&self) -> Option<(K, V)> {
+        let mut st = self.lock();
+        if st.lru.weight() <= self.bound(&st) {
+            st.shed_pending = false;
+            return None;
+        }
+        st.shed += 1;
+        st.lru.pop_oldest()
     }
 }
 
@@ -492,11 +507,12 @@ impl<K: Hash + Eq + Clone + Send, V: Send> Shed for Shared<K, V> {
                 st.base = st.lru.weight();
             }
             let previous = std::mem::replace(&mut st.level, level);
+            st.shed_pending = level > previous;
             (previous, level, st.lru.len(), st.lru.weight())
         };
         // The bound is read afresh for each entry: inserts and another refresh may run alongside.
         let mut shed = 0;
-        while let Some(entry) = self.pop_above(None, |st| &mut st.shed) {
+        while let Some(entry) = self.shed_one() {
             drop(entry);
             shed += 1;
         }
