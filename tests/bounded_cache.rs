@@ -505,3 +505,46 @@ fn what_a_rise_cuts_is_shed_by_the_monitor_even_while_others_insert() {
     drop(cache);
     memgov::set_budget("bc-race", Limits::NONE).unwrap();
 }
+
+#[test]
+#[serial]
+fn live_caches_are_listed_by_name_until_dropped() {
+    let a = BoundedCache::<u32, u32>::builder("bc-listed").build();
+    let b = BoundedCache::<u32, u32>::builder("bc-listed")
+        .name("bc-listed-second")
+        .build();
+    a.insert(1, 1).unwrap();
+    a.get(&1);
+    let listed = memgov::caches();
+    let names: Vec<_> = listed
+        .iter()
+        .filter(|c| c.name.starts_with("bc-listed"))
+        .map(|c| (c.name, c.component.name()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("bc-listed", "bc-listed"),
+            ("bc-listed-second", "bc-listed")
+        ],
+        "in the order they were built, named by their component unless named"
+    );
+    let first = listed.iter().find(|c| c.name == "bc-listed").unwrap();
+    assert_eq!(*first, a.stats());
+    // Inside `with`, the calling thread holds the cache's lock: the listing leaves it out rather
+    // than wait for itself.
+    let inside = a.with(&1, |_| {
+        memgov::caches()
+            .iter()
+            .filter(|c| c.name.starts_with("bc-listed"))
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(inside, Some(vec!["bc-listed-second"]));
+    drop(a);
+    assert!(!memgov::caches().iter().any(|c| c.name == "bc-listed"));
+    drop(b);
+    assert!(!memgov::caches()
+        .iter()
+        .any(|c| c.name.starts_with("bc-listed")));
+}

@@ -144,6 +144,80 @@ fn forks_while_another_thread_takes_memgovs_locks() {
     assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
 }
 
+/// Builds a cache, finds it in the list of live caches, and drops it.
+fn cache_round_trip() -> bool {
+    let cache = memgov::BoundedCache::<u8, u8>::builder("fork-cache")
+        .name("fork-cache")
+        .build();
+    let listed = memgov::caches().iter().any(|c| c.name == "fork-cache");
+    drop(cache);
+    listed
+}
+
+/// Forks 20 times while other threads hold a cache's lock most of the time (work inside its
+/// `with`) and build, list and drop caches; each child lists the caches (which reads that cache,
+/// under its lock) and builds one. Memgov's monitor takes caches' locks too, so the fork handler
+/// takes them all: without that, 1 to 5 children of 20 hung, in each of five runs.
+fn forks_while_other_threads_use_caches() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let shared = Arc::new(memgov::BoundedCache::<u8, u64>::new("fork-shared-cache", 4));
+    shared.insert(0, 0).unwrap();
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                while !STOP.load(SeqCst) {
+                    shared.with(&0, |v| {
+                        let start = std::time::Instant::now();
+                        while start.elapsed() < Duration::from_micros(200) {
+                            black_box(v);
+                        }
+                    });
+                    cache_round_trip();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let failed = (0..20)
+        .filter(|_| {
+            !in_a_child(|| {
+                let listed = memgov::caches()
+                    .iter()
+                    .any(|c| c.name == "fork-shared-cache");
+                listed && cache_round_trip()
+            })
+        })
+        .count();
+    STOP.store(true, SeqCst);
+    for b in busy {
+        b.join().unwrap();
+    }
+    assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
+}
+
+/// Forks from inside a cache's `with` closure, whose lock the forking thread holds: the fork
+/// handler must not wait for it (it would wait for ever, as it did before it looked for the
+/// holder), and the child, in which this thread holds it too, goes on using other caches. Run on a thread of its own, so that a hang fails
+/// the test instead of hanging it.
+fn forks_from_inside_a_cache() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cache = memgov::BoundedCache::<u8, u8>::new("fork-inside-cache", 4);
+        cache.insert(1, 1).unwrap();
+        let forked = cache.with(&1, |_| in_a_child(cache_round_trip));
+        let _ = done_tx.send(forked == Some(true) && cache.get(&1) == Some(1));
+    });
+    let ok = done_rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(
+        ok,
+        Ok(true),
+        "a fork inside a cache's closure hung or failed"
+    );
+}
+
 /// Forks 20 times while another thread copies the history (alloc-stats' lock, which has fork
 /// handlers of its own); each child reads it once. Without them, 11 children of 20 hung.
 fn forks_while_another_thread_reads_the_history() {
@@ -237,6 +311,8 @@ fn main() {
     assert_eq!(EVENTS.load(SeqCst), 1);
     drop(held);
     forks_while_another_thread_takes_memgovs_locks();
+    forks_while_other_threads_use_caches();
+    forks_from_inside_a_cache();
     forks_while_another_thread_reads_the_history();
     fork_while_the_monitor_runs_a_task();
     println!(

@@ -194,3 +194,20 @@ fn pressure_sheds_idle_objects_and_fewer_are_kept_until_normal() {
     drop(pool);
     memgov::set_budget("pool-pressure", Limits::NONE).unwrap();
 }
+
+#[test]
+#[serial]
+fn live_pools_are_listed_by_name_until_dropped() {
+    let pool = Pool::builder("pool-listed")
+        .name("scratch")
+        .build(|| vec![0u8; 16]);
+    drop(pool.get());
+    let listed: Vec<_> = memgov::pools()
+        .into_iter()
+        .filter(|p| p.name == "scratch")
+        .collect();
+    assert_eq!(listed, [pool.stats()]);
+    assert_eq!(listed[0].component.name(), "pool-listed");
+    drop(pool);
+    assert!(!memgov::pools().iter().any(|p| p.name == "scratch"));
+}

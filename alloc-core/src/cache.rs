@@ -3,15 +3,18 @@
 
 mod lru;
 
+use crate::owned_lock::{OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
-use crate::shedding::{self, Shed, Shedding};
+use crate::shed_registry::{self, Figures, Shed};
+use crate::shedding::{self, Shedding};
 use lru::Lru;
+use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
@@ -56,17 +59,18 @@ type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
 /// ```
 pub struct BoundedCache<K: Send + 'static, V: Send + 'static> {
     shared: Arc<Shared<K, V>>,
-    /// The pressure callback's id, removed when the cache is dropped.
-    watch: u64,
+    /// The cache's registration (`shed_registry`), removed when the cache is dropped.
+    registration: u64,
 }
 
 struct Shared<K, V> {
+    name: &'static str,
     component: ComponentId,
     max_weight: u64,
     shedding: Shedding,
     weigher: Option<Weigher<K, V>>,
     on_shed: Option<ShedHook>,
-    state: Mutex<State<K, V>>,
+    state: OwnedLock<State<K, V>>,
 }
 
 struct State<K, V> {
@@ -104,6 +108,7 @@ struct State<K, V> {
 /// assert_eq!(cache.stats().max_weight, 1 << 20);
 /// ```
 pub struct CacheBuilder<K, V> {
+    name: &'static str,
     component: ComponentId,
     max_weight: u64,
     shedding: Shedding,
@@ -112,6 +117,13 @@ pub struct CacheBuilder<K, V> {
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V> {
+    /// The name the cache's figures go by ([`caches`](crate::caches), the exporters); default:
+    /// its component's name.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// The most the cache holds, in weight (entries, without a weigher). Default: no bound but
     /// pressure.
     pub fn max_weight(mut self, max_weight: u64) -> Self {
@@ -146,12 +158,13 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
         let scope = try_enter(self.component).ok();
         let level = shedding::shedding_level(self.component);
         let shared = Arc::new(Shared {
+            name: self.name,
             component: self.component,
             max_weight: self.max_weight,
             shedding: self.shedding,
             weigher: self.weigher,
             on_shed: self.on_shed,
-            state: Mutex::new(State {
+            state: OwnedLock::new(State {
                 lru: Lru::default(),
                 level,
                 base: self.max_weight,
@@ -165,11 +178,14 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
             }),
         });
         drop(scope);
-        let watch = shedding::watch(self.component, &shared);
-        // A change between the level read above and the callback's registration was delivered
-        // before the callback existed: look once more.
+        let registration = shed_registry::register(self.component, &shared);
+        // A change between the level read above and the registration was delivered before the
+        // cache could hear of it: look once more.
         shared.refresh_level();
-        BoundedCache { shared, watch }
+        BoundedCache {
+            shared,
+            registration,
+        }
     }
 }
 
@@ -206,6 +222,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
     /// A builder for a cache in `component`.
     pub fn builder_in(component: ComponentId) -> CacheBuilder<K, V> {
         CacheBuilder {
+            name: component.name(),
             component,
             max_weight: u64::MAX,
             shedding: Shedding::DEFAULT,
@@ -232,7 +249,10 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
     }
 
     /// Calls `f` with the value under `key` (the most recently used entry from then on), under the
-    /// cache's lock: for values that are costly to clone. Counts a hit or a miss.
+    /// cache's lock: for values that are costly to clone. Counts a hit or a miss. `f` must not use
+    /// this cache (its lock is held: that would deadlock) nor lock another cache or pool (a fork
+    /// meanwhile could deadlock, since the fork handler takes their locks in the order they were
+    /// built); [`caches`](crate::caches) leaves this cache out while `f` runs.
     ///
     /// ```
     /// # #[global_allocator]
@@ -420,27 +440,13 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
 
     /// The cache's figures.
     pub fn stats(&self) -> CacheStats {
-        let st = self.shared.lock();
-        CacheStats {
-            component: self.shared.component,
-            live_entries: st.lru.len() as u64,
-            live_weight: st.lru.weight(),
-            max_weight: self.shared.max_weight,
-            bound: self.shared.bound(&st),
-            level: st.level,
-            total_hits: st.hits,
-            total_misses: st.misses,
-            total_inserts: st.inserts,
-            total_evictions: st.evictions,
-            total_shed: st.shed,
-            total_refused: st.refused,
-        }
+        self.shared.stats()
     }
 }
 
 impl<K: Send + 'static, V: Send + 'static> Drop for BoundedCache<K, V> {
     fn drop(&mut self) {
-        crate::monitor::remove_callback(self.watch);
+        shed_registry::unregister(self.registration);
     }
 }
 
@@ -453,10 +459,29 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> fmt::Debug for Bo
 }
 
 impl<K: Hash + Eq + Clone, V> Shared<K, V> {
-    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
+    fn lock(&self) -> OwnedGuard<'_, State<K, V>> {
         // Nothing user-supplied runs under this lock but `with`'s closure and clones, and every
         // change to the state is complete before either runs: a poisoned lock's data is sound.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
+    }
+
+    fn stats(&self) -> CacheStats {
+        let st = self.lock();
+        CacheStats {
+            name: self.name,
+            component: self.component,
+            live_entries: st.lru.len() as u64,
+            live_weight: st.lru.weight(),
+            max_weight: self.max_weight,
+            bound: self.bound(&st),
+            level: st.level,
+            total_hits: st.hits,
+            total_misses: st.misses,
+            total_inserts: st.inserts,
+            total_evictions: st.evictions,
+            total_shed: st.shed,
+            total_refused: st.refused,
+        }
     }
 
     fn weigh(&self, key: &K, value: &V) -> u64 {
@@ -495,7 +520,32 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone + Send, V: Send> Shed for Shared<K, V> {
+/// A cache's lock held for the fork handler, with the cache kept alive while it is.
+struct HeldForFork<K: 'static, V: 'static> {
+    // Declared first, so dropped (the lock released) before `_shared` lets the cache go.
+    _guard: OwnedGuard<'static, State<K, V>>,
+    _shared: Arc<Shared<K, V>>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K, V> {
+    fn figures(&self) -> Option<Figures> {
+        (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
+    }
+
+    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
+        if self.state.held_here() {
+            return None;
+        }
+        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
+        // its second field; its first, the guard, is dropped before it. So the borrow, made
+        // `'static` here, never outlives the lock it borrows.
+        let state: &'static OwnedLock<State<K, V>> = unsafe { &*std::ptr::addr_of!(self.state) };
+        Some(Box::new(HeldForFork {
+            _guard: state.lock(),
+            _shared: self,
+        }))
+    }
+
     fn refresh_level(&self) {
         let (previous, level, entries_before, weight_before) = {
             let mut st = self.lock();
@@ -623,6 +673,8 @@ impl<K, V> std::error::Error for CacheRefusal<K, V> {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
+    /// The name the cache goes by ([`CacheBuilder::name`]; its component's, by default).
+    pub name: &'static str,
     /// The component the cache belongs to.
     pub component: ComponentId,
     /// Entries held.

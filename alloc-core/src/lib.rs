@@ -35,8 +35,8 @@
 //! * `stats`: reading the figures.
 //! * `budget`, `reservation`: hard and soft limits, per-thread credit, the admission API.
 //! * `pressure`, `monitor`: pressure levels, and the thread that runs callbacks and tasks.
-//! * `cache`, `pool`, `shedding`: a bounded LRU cache and an object pool that belong to a
-//!   component and shed under pressure.
+//! * `cache`, `pool`, `shedding`, `shed_registry`: a bounded LRU cache and an object pool that
+//!   belong to a component and shed under pressure, and the list of the live ones.
 //! * `emergency_reserve`: the slice of the process's hard limit kept for the threads that react
 //!   to pressure.
 //! * `config`: the `MEMGOV_*` environment variables.
@@ -55,6 +55,7 @@ mod fork;
 mod global;
 mod histogram;
 mod monitor;
+mod owned_lock;
 mod pool;
 mod pressure;
 mod registry;
@@ -62,6 +63,7 @@ mod reservation;
 #[cfg(feature = "jemalloc")]
 mod responder;
 mod scope;
+mod shed_registry;
 mod shedding;
 mod stats;
 mod tag;
@@ -110,6 +112,7 @@ pub use scope::{
     component_scope, current_component, scope_depth, scoped, try_component_scope, try_enter,
     InComponent, ScopeError, ScopeGuard, Scoped,
 };
+pub use shed_registry::{caches, pools};
 pub use shedding::{shedding_level, Shedding, SheddingError};
 pub use stats::{
     component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, try_snapshot,

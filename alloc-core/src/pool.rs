@@ -2,14 +2,17 @@
 //! bounded number kept idle, fewer while memory is under pressure.
 
 use crate::cache::ShedReport;
+use crate::owned_lock::{OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
-use crate::shedding::{self, Shed, Shedding};
+use crate::shed_registry::{self, Figures, Shed};
+use crate::shedding::{self, Shedding};
+use std::any::Any;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 type Make<T> = Box<dyn Fn() -> T + Send + Sync>;
 type Reset<T> = Box<dyn Fn(&mut T) -> bool + Send + Sync>;
@@ -54,18 +57,19 @@ const RESERVED_IDLE: usize = 1024;
 /// ```
 pub struct Pool<T: Send + 'static> {
     shared: Arc<Shared<T>>,
-    /// The pressure callback's id, removed when the pool is dropped.
-    watch: u64,
+    /// The pool's registration (`shed_registry`), removed when the pool is dropped.
+    registration: u64,
 }
 
 struct Shared<T> {
+    name: &'static str,
     component: ComponentId,
     max_idle: usize,
     shedding: Shedding,
     make: Make<T>,
     reset: Option<Reset<T>>,
     on_shed: Option<ShedHook>,
-    state: Mutex<State<T>>,
+    state: OwnedLock<State<T>>,
 }
 
 struct State<T> {
@@ -85,6 +89,7 @@ struct State<T> {
 /// Builds a [`Pool`]: how many objects stay idle, how they are reset, what is shed under
 /// pressure.
 pub struct PoolBuilder<T> {
+    name: &'static str,
     component: ComponentId,
     max_idle: usize,
     shedding: Shedding,
@@ -93,6 +98,13 @@ pub struct PoolBuilder<T> {
 }
 
 impl<T: Send + 'static> PoolBuilder<T> {
+    /// The name the pool's figures go by ([`pools`](crate::pools), the exporters); default: its
+    /// component's name.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// The most objects kept idle (default 64).
     pub fn max_idle(mut self, max_idle: usize) -> Self {
         self.max_idle = max_idle;
@@ -129,13 +141,14 @@ impl<T: Send + 'static> PoolBuilder<T> {
     pub fn build(self, make: impl Fn() -> T + Send + Sync + 'static) -> Pool<T> {
         let scope = try_enter(self.component).ok();
         let shared = Arc::new(Shared {
+            name: self.name,
             component: self.component,
             max_idle: self.max_idle,
             shedding: self.shedding,
             make: Box::new(make),
             reset: self.reset,
             on_shed: self.on_shed,
-            state: Mutex::new(State {
+            state: OwnedLock::new(State {
                 idle: Vec::with_capacity(self.max_idle.min(RESERVED_IDLE)),
                 level: shedding::shedding_level(self.component),
                 closed: false,
@@ -149,11 +162,14 @@ impl<T: Send + 'static> PoolBuilder<T> {
             }),
         });
         drop(scope);
-        let watch = shedding::watch(self.component, &shared);
-        // A change between the pool's making and the callback's registration was delivered before
-        // the callback existed: look once.
+        let registration = shed_registry::register(self.component, &shared);
+        // A change between the level read above and the registration was delivered before the
+        // pool could hear of it: look once more.
         shared.refresh_level();
-        Pool { shared, watch }
+        Pool {
+            shared,
+            registration,
+        }
     }
 }
 
@@ -191,6 +207,7 @@ impl<T: Send + 'static> Pool<T> {
     /// A builder for a pool in `component`.
     pub fn builder_in(component: ComponentId) -> PoolBuilder<T> {
         PoolBuilder {
+            name: component.name(),
             component,
             max_idle: 64,
             shedding: Shedding::DEFAULT,
@@ -243,27 +260,13 @@ impl<T: Send + 'static> Pool<T> {
 
     /// The pool's figures.
     pub fn stats(&self) -> PoolStats {
-        let st = self.shared.lock();
-        PoolStats {
-            component: self.shared.component,
-            live_idle: st.idle.len() as u64,
-            live_out: st.out,
-            max_idle: self.shared.max_idle as u64,
-            bound: self.shared.bound(&st) as u64,
-            level: st.level,
-            total_hits: st.hits,
-            total_misses: st.misses,
-            total_returns: st.returns,
-            total_discards: st.discards,
-            total_shed: st.shed,
-            total_detached: st.detached,
-        }
+        self.shared.stats()
     }
 }
 
 impl<T: Send + 'static> Drop for Pool<T> {
     fn drop(&mut self) {
-        crate::monitor::remove_callback(self.watch);
+        shed_registry::unregister(self.registration);
         let idle = {
             let mut st = self.shared.lock();
             st.closed = true;
@@ -282,9 +285,28 @@ impl<T: Send + 'static> fmt::Debug for Pool<T> {
 }
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+    fn lock(&self) -> OwnedGuard<'_, State<T>> {
         // No user code runs under this lock, and every change is complete before it is released.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
+    }
+
+    fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            name: self.name,
+            component: self.component,
+            live_idle: st.idle.len() as u64,
+            live_out: st.out,
+            max_idle: self.max_idle as u64,
+            bound: self.bound(&st) as u64,
+            level: st.level,
+            total_hits: st.hits,
+            total_misses: st.misses,
+            total_returns: st.returns,
+            total_discards: st.discards,
+            total_shed: st.shed,
+            total_detached: st.detached,
+        }
     }
 
     /// The most objects kept idle now.
@@ -322,7 +344,32 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T: Send> Shed for Shared<T> {
+/// A pool's lock held for the fork handler, with the pool kept alive while it is.
+struct HeldForFork<T: 'static> {
+    // Declared first, so dropped (the lock released) before `_shared` lets the pool go.
+    _guard: OwnedGuard<'static, State<T>>,
+    _shared: Arc<Shared<T>>,
+}
+
+impl<T: Send + 'static> Shed for Shared<T> {
+    fn figures(&self) -> Option<Figures> {
+        (!self.state.held_here()).then(|| Figures::Pool(self.stats()))
+    }
+
+    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
+        if self.state.held_here() {
+            return None;
+        }
+        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
+        // its second field; its first, the guard, is dropped before it. So the borrow, made
+        // `'static` here, never outlives the lock it borrows.
+        let state: &'static OwnedLock<State<T>> = unsafe { &*std::ptr::addr_of!(self.state) };
+        Some(Box::new(HeldForFork {
+            _guard: state.lock(),
+            _shared: self,
+        }))
+    }
+
     fn refresh_level(&self) {
         let (previous, level, before) = {
             let mut st = self.lock();
@@ -430,6 +477,8 @@ impl<T: Send + fmt::Debug + 'static> fmt::Debug for Pooled<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
+    /// The name the pool goes by ([`PoolBuilder::name`]; its component's, by default).
+    pub name: &'static str,
     /// The component the pool belongs to.
     pub component: ComponentId,
     /// Objects idle in the pool.

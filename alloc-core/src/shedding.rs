@@ -1,17 +1,12 @@
 //! How much a [`BoundedCache`](crate::BoundedCache) or a [`Pool`](crate::Pool) keeps while memory
-//! is under pressure, and how it hears that the pressure changed.
-//!
-//! Both obey one level: the higher of the process's and their own component's
-//! ([`shedding_level`]). They hear of a change through a pressure callback on the monitor thread,
-//! which holds them weakly: dropping the cache or pool removes the callback, and a callback that
-//! runs meanwhile finds nothing to do.
+//! is under pressure, and which level it obeys: the higher of the process's and its own
+//! component's ([`shedding_level`]). How they hear of a change is `shed_registry`'s part.
 
 use crate::budget::Scope;
-use crate::pressure::{Level, PressureEvent};
+use crate::pressure::Level;
 use crate::registry::ComponentId;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
 
 /// What a cache or pool keeps under pressure: the fraction of its contents it keeps at Warning
 /// and at Critical.
@@ -129,32 +124,6 @@ pub fn shedding_level(component: ComponentId) -> Level {
     let level = |scope: Scope| Level::from_u8(scope.entity().level.load(Relaxed));
     crate::config::ensure_init();
     level(Scope::Process).max(level(Scope::Component(component)))
-}
-
-/// Something that sheds when the level its component obeys changes.
-pub(crate) trait Shed: Send + Sync {
-    /// Reads the level it obeys ([`shedding_level`]) again, under its own lock so that racing
-    /// calls end with the latest reading, and sheds if it rose. A call that finds the level it
-    /// already obeys does nothing.
-    fn refresh_level(&self);
-}
-
-/// Registers a pressure callback that has `target` read its level again whenever the process's
-/// or `component`'s level changes, for as long as `target` lives. Returns the callback's id, for
-/// the target's owner to remove when it is dropped. The callback is memgov's own memory (the
-/// component "memgov"), as the monitor's is.
-pub(crate) fn watch<T: Shed + 'static>(component: ComponentId, target: &Arc<T>) -> u64 {
-    let target: Weak<T> = Arc::downgrade(target);
-    let _scope = crate::scope::try_component_scope("memgov").ok();
-    crate::monitor::on_pressure(move |event: &PressureEvent| {
-        let ours = match event.scope {
-            Scope::Process => true,
-            Scope::Component(c) => c == component,
-        };
-        if let (true, Some(target)) = (ours, target.upgrade()) {
-            target.refresh_level();
-        }
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! [`OwnedLock`]: a mutex that knows whether the calling thread holds it, so that the fork
+//! handler can take every cache's and pool's lock except one the forking thread holds already
+//! (it forks from inside a cache's `with` closure, say), which it would otherwise wait for
+//! for ever.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Mutex, MutexGuard};
+
+/// A mutex whose holder is known.
+pub(crate) struct OwnedLock<T> {
+    mutex: Mutex<T>,
+    /// The holding thread's [`thread_token`], 0 when free.
+    holder: AtomicUsize,
+}
+
+/// A held [`OwnedLock`]; releases it when dropped.
+pub(crate) struct OwnedGuard<'a, T> {
+    // Dropped after `Drop::drop` has cleared the holder: the lock is released last.
+    guard: MutexGuard<'a, T>,
+    holder: &'a AtomicUsize,
+}
+
+/// A number that names the calling thread among the live ones: the address of a thread-local.
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    // A `const` thread-local without a destructor is there for the whole life of its thread.
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+impl<T> OwnedLock<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        OwnedLock {
+            mutex: Mutex::new(value),
+            holder: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for the lock and takes it. A poisoned lock is taken all the same: its users keep
+    /// their data consistent across any panic (they say how).
+    pub(crate) fn lock(&self) -> OwnedGuard<'_, T> {
+        let guard = self.mutex.lock().unwrap_or_else(|e| e.into_inner());
+        self.holder.store(thread_token(), Relaxed);
+        OwnedGuard {
+            guard,
+            holder: &self.holder,
+        }
+    }
+
+    /// Whether the calling thread holds the lock. (Relaxed suffices: only this thread stores its
+    /// own token, and it always sees its own latest store.)
+    pub(crate) fn held_here(&self) -> bool {
+        self.holder.load(Relaxed) == thread_token()
+    }
+}
+
+impl<T> Drop for OwnedGuard<'_, T> {
+    fn drop(&mut self) {
+        self.holder.store(0, Relaxed);
+    }
+}
+
+impl<T> Deref for OwnedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for OwnedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_is_known_to_itself_only() {
+        let lock = std::sync::Arc::new(OwnedLock::new(0));
+        assert!(!lock.held_here());
+        let mut g = lock.lock();
+        *g += 1;
+        assert!(lock.held_here());
+        let other = std::sync::Arc::clone(&lock);
+        assert!(!std::thread::spawn(move || other.held_here())
+            .join()
+            .unwrap());
+        drop(g);
+        assert!(!lock.held_here());
+        assert_eq!(*lock.lock(), 1);
+    }
+}
