@@ -263,26 +263,41 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         );
         if let Some(labels) = series.strip_prefix(name) {
             if !labels.is_empty() {
-                let inner = labels
+                let mut rest = labels
                     .strip_prefix('{')
                     .and_then(|l| l.strip_suffix('}'))
                     .unwrap_or_else(|| panic!("{line}"));
-                let value = inner
-                    .strip_prefix("component=\"")
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or_else(|| panic!("{line}"));
-                let mut escaped = false;
-                for c in value.chars() {
-                    if escaped {
-                        assert!(matches!(c, '\\' | '"' | 'n'), "bad escape in {line}");
-                        escaped = false;
-                    } else if c == '\\' {
-                        escaped = true;
-                    } else {
-                        assert!(c != '"' && c != '\n', "unescaped {c:?} in {line}");
+                // name="value" pairs separated by commas, each value escaped.
+                let mut label_names = Vec::new();
+                while !rest.is_empty() {
+                    let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                    assert!(
+                        valid_name(label) && !label.contains(':'),
+                        "label {label} in {line}"
+                    );
+                    assert!(!label_names.contains(&label), "repeated label in {line}");
+                    label_names.push(label);
+                    let mut escaped = false;
+                    let mut end = None;
+                    for (i, c) in after.char_indices() {
+                        if escaped {
+                            assert!(matches!(c, '\\' | '"' | 'n'), "bad escape in {line}");
+                            escaped = false;
+                        } else if c == '\\' {
+                            escaped = true;
+                        } else if c == '"' {
+                            end = Some(i);
+                            break;
+                        } else {
+                            assert!(c != '\n', "unescaped newline in {line}");
+                        }
+                    }
+                    let end = end.unwrap_or_else(|| panic!("unterminated value in {line}"));
+                    rest = &after[end + 1..];
+                    if !rest.is_empty() {
+                        rest = rest.strip_prefix(',').unwrap_or_else(|| panic!("{line}"));
                     }
                 }
-                assert!(!escaped, "{line}");
             }
         }
         assert!(
@@ -365,4 +380,101 @@ fn a_component_called_process_does_not_collide_with_the_process_budget() {
         (1u64 << 30) as f64,
         "{text}"
     );
+}
+
+#[test]
+#[serial]
+fn caches_and_pools_are_exported_and_judged() {
+    let pages = memgov::BoundedCache::builder("export-pages")
+        .max_weight(100)
+        .build();
+    // A second cache with the same name: its series must not repeat the first's.
+    let again = memgov::BoundedCache::<u32, u32>::builder("export-pages").build();
+    for k in 0..1000u32 {
+        // Every lookup misses: keys are never looked up again before they are evicted.
+        assert!(pages.get(&k).is_none());
+        pages.insert(k, k).unwrap();
+    }
+    let buffers = memgov::Pool::builder("export-buffers")
+        .name("buffers \"quoted\"")
+        .build(|| vec![0u8; 64]);
+    let lent = buffers.get();
+
+    let text = stats::to_prometheus(&memgov::snapshot());
+    let samples = parse_prometheus(&text);
+    let cache = |metric: &str, name: &str| {
+        samples[&format!("{metric}{{cache=\"{name}\",component=\"export-pages\"}}")]
+    };
+    assert_eq!(
+        cache("memgov_cache_entries", "export-pages"),
+        100.0,
+        "{text}"
+    );
+    assert_eq!(cache("memgov_cache_misses_total", "export-pages"), 1000.0);
+    assert_eq!(cache("memgov_cache_evictions_total", "export-pages"), 900.0);
+    assert_eq!(cache("memgov_cache_bound", "export-pages"), 100.0);
+    assert_eq!(cache("memgov_cache_bound", "export-pages#2"), f64::INFINITY);
+    assert_eq!(cache("memgov_cache_entries", "export-pages#2"), 0.0);
+    let pool = |metric: &str| {
+        samples
+            [&format!("{metric}{{pool=\"buffers \\\"quoted\\\"\",component=\"export-buffers\"}}")]
+    };
+    assert_eq!(pool("memgov_pool_lent"), 1.0, "{text}");
+    assert_eq!(pool("memgov_pool_misses_total"), 1.0);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stats::to_json(&memgov::snapshot())).expect("valid JSON");
+    let caches = json["caches"].as_array().unwrap();
+    let first = caches.iter().find(|c| c["name"] == "export-pages").unwrap();
+    assert_eq!(
+        (
+            &first["entries"],
+            &first["max_weight"],
+            &first["misses"],
+            &first["level"]
+        ),
+        (&100.into(), &100.into(), &1000.into(), &"normal".into())
+    );
+    let second = caches
+        .iter()
+        .filter(|c| c["name"] == "export-pages")
+        .nth(1)
+        .expect("both caches in the JSON list");
+    assert!(second["max_weight"].is_null() && second["bound"].is_null());
+    let pools = json["pools"].as_array().unwrap();
+    let p = pools
+        .iter()
+        .find(|p| p["name"] == "buffers \"quoted\"")
+        .unwrap();
+    assert_eq!(
+        (&p["lent"], &p["component"]),
+        (&1.into(), &"export-buffers".into())
+    );
+
+    let health = stats::health();
+    let advice = health
+        .recommendations
+        .iter()
+        .find(|r| r.starts_with("cache export-pages:"))
+        .expect("a cache that never hits is reported");
+    assert_eq!(
+        advice,
+        "cache export-pages: 0.0% of 1000 lookups hit; it evicts entries before they are used again: make it bigger, or drop it"
+    );
+    let shown = health.to_string();
+    assert!(
+        shown.contains(
+            "cache export-pages: 100 entries, weight 100 of 100, 0 hits of 1000 lookups, 0 shed"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pool buffers \"quoted\": 0 idle, 1 lent, 0 reused of 1 gets"),
+        "{shown}"
+    );
+    drop((lent, buffers, pages, again));
+    let text = stats::to_prometheus(&memgov::snapshot());
+    // The components stay (as every component does); their caches' and pools' series go.
+    assert!(!text.contains("cache=\"export-pages"), "{text}");
+    assert!(!text.contains("pool=\"buffers"), "{text}");
 }

@@ -1,7 +1,8 @@
 //! Exporters: a table for logs, JSON, and the Prometheus text format.
 
 use alloc_core::{
-    budget_stats, emergency_reserve_stats, BudgetStats, ComponentStats, Level, Scope, Snapshot,
+    budget_stats, emergency_reserve_stats, BudgetStats, CacheStats, ComponentStats, Level,
+    PoolStats, Scope, Snapshot,
 };
 use std::fmt::Write as _;
 
@@ -67,10 +68,16 @@ fn has_budget(b: &BudgetStats) -> bool {
 ///  "shadow_tables": {"resident_bytes" (null without tables), "released_bytes"},
 ///  "components": [{"name", "live_bytes", "peak_live_bytes", "alloc_count", "free_count",
 ///                  "realloc_count", "total_allocated_bytes", "total_freed_bytes",
-///                  "budget": {...} or null}]}
+///                  "budget": {...} or null}],
+///  "caches": [{"name", "component", "entries", "weight", "max_weight", "bound", "level",
+///              "hits", "misses", "inserts", "evictions", "shed", "refused"}],
+///  "pools": [{"name", "component", "idle", "lent", "max_idle", "bound", "level", "hits",
+///             "misses", "returns", "discards", "shed", "detached"}]}
 /// ```
 ///
-/// Limits absent are `null`; levels are `"normal"`, `"warning"` or `"critical"`.
+/// Limits absent are `null`, and so are the weights of caches bounded by pressure alone; levels
+/// are `"normal"`, `"warning"` or `"critical"`. The caches and pools are the live ones
+/// ([`alloc_core::caches`], [`alloc_core::pools`]), read when the JSON is made.
 ///
 /// ```
 /// let json = alloc_stats::to_json(&alloc_core::snapshot());
@@ -140,8 +147,71 @@ pub fn to_json(s: &Snapshot) -> String {
         }
         out.push('}');
     }
+    out.push_str("],\"caches\":[");
+    for (i, c) in alloc_core::caches().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_cache(&mut out, c);
+    }
+    out.push_str("],\"pools\":[");
+    for (i, p) in alloc_core::pools().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_pool(&mut out, p);
+    }
     out.push_str("]}");
     out
+}
+
+/// A weight bound, `null` for none (`u64::MAX`).
+fn json_bound(v: u64) -> String {
+    json_opt((v != u64::MAX).then_some(v))
+}
+
+fn json_cache(out: &mut String, c: &CacheStats) {
+    out.push_str("{\"name\":");
+    json_str(out, c.name);
+    out.push_str(",\"component\":");
+    json_str(out, c.component.name());
+    let _ = write!(
+        out,
+        ",\"entries\":{},\"weight\":{},\"max_weight\":{},\"bound\":{},\"level\":\"{}\",\"hits\":{},\"misses\":{},\"inserts\":{},\"evictions\":{},\"shed\":{},\"refused\":{}}}",
+        c.live_entries,
+        c.live_weight,
+        json_bound(c.max_weight),
+        json_bound(c.bound),
+        level_name(c.level),
+        c.total_hits,
+        c.total_misses,
+        c.total_inserts,
+        c.total_evictions,
+        c.total_shed,
+        c.total_refused
+    );
+}
+
+fn json_pool(out: &mut String, p: &PoolStats) {
+    out.push_str("{\"name\":");
+    json_str(out, p.name);
+    out.push_str(",\"component\":");
+    json_str(out, p.component.name());
+    let _ = write!(
+        out,
+        ",\"idle\":{},\"lent\":{},\"max_idle\":{},\"bound\":{},\"level\":\"{}\",\"hits\":{},\"misses\":{},\"returns\":{},\"discards\":{},\"shed\":{},\"detached\":{}}}",
+        p.live_idle,
+        p.live_out,
+        p.max_idle,
+        p.bound,
+        level_name(p.level),
+        p.total_hits,
+        p.total_misses,
+        p.total_returns,
+        p.total_discards,
+        p.total_shed,
+        p.total_detached
+    );
 }
 
 fn label_value(out: &mut String, v: &str) {
@@ -232,7 +302,9 @@ fn budget_sample(out: &mut String, name: &str, scope: Option<&str>, v: impl std:
 
 /// The snapshot in the Prometheus text exposition format (version 0.0.4): one family per figure,
 /// each sample labelled `component`; in the budget families the process-wide budget's samples
-/// have no label. Components that never allocated are left out.
+/// have no label. Components that never allocated are left out. Then the live caches and pools,
+/// read when the text is made (labelled `cache` or `pool`, and `component`; a name two live
+/// caches share gets `#2`, `#3`... in the order they were built, so that no series repeats).
 ///
 /// ```
 /// let text = alloc_stats::to_prometheus(&alloc_core::snapshot());
@@ -365,5 +437,214 @@ pub fn to_prometheus(s: &Snapshot) -> String {
             let _ = writeln!(out, "{name} {value}");
         }
     }
+    prometheus_caches(&mut out, &alloc_core::caches());
+    prometheus_pools(&mut out, &alloc_core::pools());
     out
+}
+
+/// `names`, each made unique by a `#2`, `#3`... after its first use.
+fn unique_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    names
+        .map(|name| match seen.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => {
+                *count += 1;
+                format!("{name}#{count}")
+            }
+            None => {
+                seen.push((name, 1));
+                name.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A sample labelled with a cache's or pool's name (`kind`: "cache" or "pool") and component.
+fn owned_sample(
+    out: &mut String,
+    metric: &str,
+    kind: &str,
+    (name, component): (&str, &str),
+    v: impl std::fmt::Display,
+) {
+    let _ = write!(out, "{metric}{{{kind}=\"");
+    label_value(out, name);
+    out.push_str("\",component=\"");
+    label_value(out, component);
+    let _ = writeln!(out, "\"}} {v}");
+}
+
+/// A bound as a sample value: `+Inf` for none.
+fn prometheus_bound(v: u64) -> String {
+    if v == u64::MAX {
+        "+Inf".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+type CacheFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CacheStats) -> String,
+);
+
+const CACHE_FAMILIES: [CacheFamily; 10] = [
+    (
+        "memgov_cache_entries",
+        "Entries a cache holds.",
+        "gauge",
+        |c| c.live_entries.to_string(),
+    ),
+    (
+        "memgov_cache_weight",
+        "Total weight of a cache's entries.",
+        "gauge",
+        |c| c.live_weight.to_string(),
+    ),
+    (
+        "memgov_cache_bound",
+        "The most a cache may weigh now: its bound, less under pressure (+Inf: none).",
+        "gauge",
+        |c| prometheus_bound(c.bound),
+    ),
+    (
+        "memgov_cache_pressure_level",
+        "Pressure level a cache obeys: 0 normal, 1 warning, 2 critical.",
+        "gauge",
+        |c| (c.level as u8).to_string(),
+    ),
+    (
+        "memgov_cache_hits_total",
+        "Cache lookups that found their key.",
+        "counter",
+        |c| c.total_hits.to_string(),
+    ),
+    (
+        "memgov_cache_misses_total",
+        "Cache lookups that did not.",
+        "counter",
+        |c| c.total_misses.to_string(),
+    ),
+    (
+        "memgov_cache_inserts_total",
+        "Entries inserted into a cache.",
+        "counter",
+        |c| c.total_inserts.to_string(),
+    ),
+    (
+        "memgov_cache_evictions_total",
+        "Entries evicted to keep a cache within its bound.",
+        "counter",
+        |c| c.total_evictions.to_string(),
+    ),
+    (
+        "memgov_cache_shed_total",
+        "Entries a cache shed when memory came under pressure.",
+        "counter",
+        |c| c.total_shed.to_string(),
+    ),
+    (
+        "memgov_cache_refused_total",
+        "Entries a cache refused (heavier than its bound).",
+        "counter",
+        |c| c.total_refused.to_string(),
+    ),
+];
+
+type PoolFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PoolStats) -> u64,
+);
+
+const POOL_FAMILIES: [PoolFamily; 10] = [
+    (
+        "memgov_pool_idle",
+        "Objects idle in a pool.",
+        "gauge",
+        |p| p.live_idle,
+    ),
+    (
+        "memgov_pool_lent",
+        "Objects a pool has lent out.",
+        "gauge",
+        |p| p.live_out,
+    ),
+    (
+        "memgov_pool_idle_bound",
+        "The most objects a pool keeps idle now (fewer under pressure).",
+        "gauge",
+        |p| p.bound,
+    ),
+    (
+        "memgov_pool_pressure_level",
+        "Pressure level a pool obeys: 0 normal, 1 warning, 2 critical.",
+        "gauge",
+        |p| p.level as u64,
+    ),
+    (
+        "memgov_pool_hits_total",
+        "Pool gets served by an idle object.",
+        "counter",
+        |p| p.total_hits,
+    ),
+    (
+        "memgov_pool_misses_total",
+        "Pool gets that made a new object.",
+        "counter",
+        |p| p.total_misses,
+    ),
+    (
+        "memgov_pool_returns_total",
+        "Objects that came back to a pool.",
+        "counter",
+        |p| p.total_returns,
+    ),
+    (
+        "memgov_pool_discards_total",
+        "Objects that came back to a pool and were dropped.",
+        "counter",
+        |p| p.total_discards,
+    ),
+    (
+        "memgov_pool_shed_total",
+        "Idle objects a pool dropped when memory came under pressure.",
+        "counter",
+        |p| p.total_shed,
+    ),
+    (
+        "memgov_pool_detached_total",
+        "Objects kept for good by their borrower.",
+        "counter",
+        |p| p.total_detached,
+    ),
+];
+
+fn prometheus_caches(out: &mut String, caches: &[CacheStats]) {
+    if caches.is_empty() {
+        return;
+    }
+    let names = unique_names(caches.iter().map(|c| c.name));
+    for (metric, help, kind, value) in CACHE_FAMILIES {
+        header(out, metric, help, kind);
+        for (c, name) in caches.iter().zip(&names) {
+            owned_sample(out, metric, "cache", (name, c.component.name()), value(c));
+        }
+    }
+}
+
+fn prometheus_pools(out: &mut String, pools: &[PoolStats]) {
+    if pools.is_empty() {
+        return;
+    }
+    let names = unique_names(pools.iter().map(|p| p.name));
+    for (metric, help, kind, value) in POOL_FAMILIES {
+        header(out, metric, help, kind);
+        for (p, name) in pools.iter().zip(&names) {
+            owned_sample(out, metric, "pool", (name, p.component.name()), value(p));
+        }
+    }
 }

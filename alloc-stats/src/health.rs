@@ -2,7 +2,9 @@
 
 use crate::history::history;
 use crate::leaks::{detect_leaks, LeakConfig, LeakFinding};
-use alloc_core::{budget_stats, emergency_reserve_stats, ComponentStats, Level, Scope};
+use alloc_core::{
+    budget_stats, emergency_reserve_stats, CacheStats, ComponentStats, Level, PoolStats, Scope,
+};
 use std::fmt;
 
 /// The health of the process's memory.
@@ -22,6 +24,10 @@ pub struct HealthReport {
     /// Resident bytes of memgov's own shadow tag tables ([`alloc_core::shadow_resident_bytes`]),
     /// where there are tables.
     pub shadow_table_bytes: Option<u64>,
+    /// The live caches ([`alloc_core::caches`]).
+    pub caches: Vec<CacheStats>,
+    /// The live pools ([`alloc_core::pools`]).
+    pub pools: Vec<PoolStats>,
     /// What to do about it.
     pub recommendations: Vec<String>,
 }
@@ -40,8 +46,15 @@ pub const WASTE_ALERT_BYTES: u64 = 16 << 20;
 /// the exact-class blocks it describes while they live).
 pub const SHADOW_TABLE_ALERT_BYTES: u64 = 16 << 20;
 
+/// Lookups a cache must have served before [`health`] judges its hit ratio.
+pub const CACHE_JUDGED_AFTER: u64 = 1000;
+
+/// A cache whose hits are fewer than this fraction of its lookups makes [`health`] say so: it
+/// holds memory and gives little back.
+pub const CACHE_HIT_ALERT: f64 = 0.1;
+
 /// Assesses memory now (seed 003's health assessment): pressure, leak findings from the history,
-/// fragmentation, the biggest components, and recommendations.
+/// fragmentation, the biggest components, the caches and pools, and recommendations.
 ///
 /// ```
 /// let report = alloc_stats::health();
@@ -85,6 +98,9 @@ pub fn health() -> HealthReport {
     for leak in &leaks {
         recommendations.push(format!("possible leak: {leak}"));
     }
+    let caches = alloc_core::caches();
+    recommendations.extend(caches.iter().filter_map(cache_advice));
+    let pools = alloc_core::pools();
     HealthReport {
         level,
         leaks,
@@ -92,8 +108,30 @@ pub fn health() -> HealthReport {
         resident_ratio,
         top,
         shadow_table_bytes,
+        caches,
+        pools,
         recommendations,
     }
+}
+
+/// What to say of a cache that has served [`CACHE_JUDGED_AFTER`] lookups with fewer hits than
+/// [`CACHE_HIT_ALERT`]: nothing otherwise.
+fn cache_advice(c: &CacheStats) -> Option<String> {
+    let lookups = c.total_hits + c.total_misses;
+    let ratio = c.hit_ratio()?;
+    if lookups < CACHE_JUDGED_AFTER || ratio >= CACHE_HIT_ALERT {
+        return None;
+    }
+    let why = if c.total_shed > c.total_evictions {
+        "it sheds under pressure more than it evicts: the memory it needs is not there"
+    } else {
+        "it evicts entries before they are used again: make it bigger, or drop it"
+    };
+    Some(format!(
+        "cache {}: {:.1}% of {lookups} lookups hit; {why}",
+        c.name,
+        100.0 * ratio
+    ))
 }
 
 /// jemalloc's figures the health report judges, in bytes.
@@ -159,6 +197,33 @@ impl fmt::Display for HealthReport {
         }
         for c in &self.top {
             writeln!(f, "  {:<20} {:>14} live bytes", c.name, c.live_bytes)?;
+        }
+        for c in &self.caches {
+            let bound = match c.max_weight {
+                u64::MAX => "unbounded".to_string(),
+                max => format!("of {max}"),
+            };
+            writeln!(
+                f,
+                "cache {}: {} entries, weight {} {bound}, {} hits of {} lookups, {} shed",
+                c.name,
+                c.live_entries,
+                c.live_weight,
+                c.total_hits,
+                c.total_hits + c.total_misses,
+                c.total_shed
+            )?;
+        }
+        for p in &self.pools {
+            writeln!(
+                f,
+                "pool {}: {} idle, {} lent, {} reused of {} gets",
+                p.name,
+                p.live_idle,
+                p.live_out,
+                p.total_hits,
+                p.total_hits + p.total_misses
+            )?;
         }
         if self.recommendations.is_empty() {
             write!(f, "no action needed")
