@@ -548,3 +548,41 @@ fn live_caches_are_listed_by_name_until_dropped() {
         .iter()
         .any(|c| c.name.starts_with("bc-listed")));
 }
+
+#[test]
+#[serial]
+fn at_its_components_hard_limit_a_cache_refuses_instead_of_aborting() {
+    memgov::set_budget("bc-hard", Limits::hard(MIB as u64)).unwrap();
+    // Shedding off, so that only the hard limit is at work (at 95% of it the level is Critical).
+    let cache = BoundedCache::builder("bc-hard")
+        .shedding(Shedding::NEVER)
+        .build();
+    let mut inserted = 0u64;
+    let refusal = loop {
+        match cache.insert(inserted, inserted) {
+            Ok(_) => inserted += 1,
+            Err(refused) => break refused,
+        }
+        assert!(
+            inserted < 1 << 20,
+            "a 1 MiB hard limit never refused the cache's growth"
+        );
+    };
+    assert_eq!(refusal.cause, memgov::RefusalCause::NoMemory);
+    assert_eq!(refusal.into_entry(), (inserted, inserted));
+    assert!(
+        memgov::budget_stats(memgov::Scope::Component(cache.component())).failures >= 1,
+        "the refusal is counted against the budget"
+    );
+    // The process goes on, and so does the cache: what it holds is intact, replacements (which
+    // need no new memory) still go in.
+    assert_eq!(cache.len() as u64, inserted);
+    assert_eq!(cache.get(&0), Some(0));
+    assert_eq!(cache.insert(0, 7).unwrap(), Some(0));
+    let s = cache.stats();
+    assert_eq!((s.total_refused, s.live_entries), (1, inserted));
+    drop(cache);
+    memgov::flush_thread();
+    assert_eq!(live("bc-hard"), 0);
+    memgov::set_budget("bc-hard", Limits::NONE).unwrap();
+}

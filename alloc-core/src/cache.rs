@@ -302,7 +302,10 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
     /// # Errors
     /// [`CacheRefusal`], with the key and value handed back, when the entry alone weighs more than
     /// the bound: `max_weight`, or less while memory is under pressure (at Critical, by
-    /// default, any entry of non-zero weight). An entry already under `key` stays.
+    /// default, any entry of non-zero weight); or when the cache's map or list must grow and a
+    /// hard limit refuses the memory (the cache's structures are allocated in its component, and
+    /// its growth fails gracefully there: the program goes on). An entry already under `key`
+    /// stays.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, CacheRefusal<K, V>> {
         let weight = self.shared.weigh(&key, &value);
         let _scope = try_enter(self.shared.component).ok();
@@ -318,12 +321,29 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
                     key,
                     value,
                     component: self.shared.component,
+                    cause: RefusalCause::TooHeavy,
                     weight,
                     bound,
                     level,
                 });
             }
-            let replaced = st.lru.insert(key, value, weight);
+            let replaced = match st.lru.try_insert(key, value, weight) {
+                Ok(replaced) => replaced,
+                Err((key, value)) => {
+                    st.refused += 1;
+                    let level = st.level;
+                    drop(st);
+                    return Err(CacheRefusal {
+                        key,
+                        value,
+                        component: self.shared.component,
+                        cause: RefusalCause::NoMemory,
+                        weight,
+                        bound,
+                        level,
+                    });
+                }
+            };
             st.inserts += 1;
             let room = if st.shed_pending {
                 self.shared.max_weight
@@ -332,8 +352,12 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
             };
             // The new entry is the newest and fits on its own, so it is never the one evicted.
             while st.lru.weight() > room {
-                evicted.extend(st.lru.pop_oldest());
+                let entry = st.lru.pop_oldest();
                 st.evictions += 1;
+                // Dropped after the lock is released, if there is memory to keep it until then.
+                if evicted.try_reserve(1).is_ok() {
+                    evicted.extend(entry);
+                }
             }
             replaced
         };
@@ -488,11 +512,13 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
         self.weigher.as_ref().map_or(1, |w| w(key, value))
     }
 
-    /// The most the cache may weigh now.
+    /// The most the cache may weigh now: `max_weight`, capped under pressure unless the level's
+    /// fraction keeps everything (then pressure leaves the cache alone).
     fn bound(&self, st: &State<K, V>) -> u64 {
-        match st.level {
-            Level::Normal => self.max_weight,
-            level => self.max_weight.min(self.shedding.keep(level, st.base)),
+        if self.shedding.kept(st.level) >= 1.0 {
+            self.max_weight
+        } else {
+            self.max_weight.min(self.shedding.keep(st.level, st.base))
         }
     }
 
@@ -587,8 +613,8 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K
 
 impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     /// After shedding: an empty cache lets go of its structures; a mostly empty one at Warning
-    /// moves into smaller ones (an allocation, in the cache's component, so never at Critical,
-    /// where that component or the process may be at its hard limit).
+    /// moves into smaller ones (an allocation in the cache's component, fallible: skipped if a
+    /// hard limit refuses it; and never at Critical, where one would).
     fn give_back_room(&self, level: Level) {
         let _scope = try_enter(self.component).ok();
         let old = {
@@ -596,8 +622,10 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
             if st.lru.len() == 0 {
                 std::mem::take(&mut st.lru)
             } else if level == Level::Warning && st.lru.is_sparse() {
-                let fresh = st.lru.compacted();
-                std::mem::replace(&mut st.lru, fresh)
+                match st.lru.compacted() {
+                    Some(fresh) => std::mem::replace(&mut st.lru, fresh),
+                    None => return,
+                }
             } else {
                 return;
             }
@@ -606,8 +634,8 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     }
 }
 
-/// An entry a [`BoundedCache`] would not take: it alone weighs more than the cache's bound. Holds
-/// the key and value, handed back.
+/// An entry a [`BoundedCache`] would not take: it alone weighs more than the cache's bound, or the
+/// cache could not get the memory to hold it. Holds the key and value, handed back.
 ///
 /// ```
 /// # #[global_allocator]
@@ -628,6 +656,8 @@ pub struct CacheRefusal<K, V> {
     value: V,
     /// The component of the cache that refused.
     pub component: ComponentId,
+    /// Why.
+    pub cause: RefusalCause,
     /// The entry's weight.
     pub weight: u64,
     /// The cache's bound when it refused.
@@ -647,6 +677,7 @@ impl<K, V> fmt::Debug for CacheRefusal<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheRefusal")
             .field("component", &self.component)
+            .field("cause", &self.cause)
             .field("weight", &self.weight)
             .field("bound", &self.bound)
             .field("level", &self.level)
@@ -656,15 +687,35 @@ impl<K, V> fmt::Debug for CacheRefusal<K, V> {
 
 impl<K, V> fmt::Display for CacheRefusal<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cache in {} refused an entry of weight {}: its bound is {} (pressure {})",
-            self.component.name(),
-            self.weight,
-            self.bound,
-            self.level
-        )
+        match self.cause {
+            RefusalCause::TooHeavy => write!(
+                f,
+                "cache in {} refused an entry of weight {}: its bound is {} (pressure {})",
+                self.component.name(),
+                self.weight,
+                self.bound,
+                self.level
+            ),
+            RefusalCause::NoMemory => write!(
+                f,
+                "cache in {} refused an entry of weight {}: a hard limit refused the memory to hold it (pressure {})",
+                self.component.name(),
+                self.weight,
+                self.level
+            ),
+        }
     }
+}
+
+/// Why a [`BoundedCache`] refused an entry ([`CacheRefusal::cause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalCause {
+    /// The entry alone weighs more than the cache's bound (lowered under pressure).
+    TooHeavy,
+    /// The cache's map or list had to grow, and a hard limit (its component's or the process's)
+    /// refused the memory.
+    NoMemory,
 }
 
 impl<K, V> std::error::Error for CacheRefusal<K, V> {}
@@ -697,7 +748,7 @@ pub struct CacheStats {
     pub total_evictions: u64,
     /// Entries shed because memory came under pressure.
     pub total_shed: u64,
-    /// Inserts refused (an entry heavier than the bound).
+    /// Inserts refused (an entry heavier than the bound, or no memory to hold it).
     pub total_refused: u64,
 }
 

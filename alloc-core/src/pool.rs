@@ -322,7 +322,13 @@ impl<T> Shared<T> {
             let mut st = self.lock();
             st.out -= 1;
             st.returns += 1;
-            if keep && !st.closed && st.idle.len() < self.bound(&st) {
+            // The idle list grows in the pool's component: where a hard limit refuses that, the
+            // object is dropped instead.
+            if keep
+                && !st.closed
+                && st.idle.len() < self.bound(&st)
+                && st.idle.try_reserve(1).is_ok()
+            {
                 st.idle.push(value);
                 None
             } else {
@@ -498,7 +504,7 @@ pub struct PoolStats {
     /// Objects that came back.
     pub total_returns: u64,
     /// Objects that came back and were dropped: the pool was full or closed, the level kept
-    /// fewer, or the reset said no.
+    /// fewer, the reset said no, or a hard limit refused the idle list room to grow.
     pub total_discards: u64,
     /// Idle objects dropped because memory came under pressure.
     pub total_shed: u64,

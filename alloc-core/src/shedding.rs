@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering::Relaxed;
 /// A [`BoundedCache`](crate::BoundedCache) takes the fractions of what it held when the pressure
 /// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`. While the level stays up, what
 /// is kept is also the most it may hold, so shed memory does not grow straight back; back at
-/// Normal the configured bounds apply again.
+/// Normal the configured bounds apply again. A fraction of 1 leaves it alone at that level:
+/// nothing shed, nothing capped.
 ///
 /// ```
 /// use alloc_core::{Level, Shedding};
@@ -38,7 +39,7 @@ impl Shedding {
         critical: 0.0,
     };
 
-    /// Nothing shed at any level.
+    /// Pressure ignored: nothing shed and nothing capped at any level.
     pub const NEVER: Shedding = Shedding {
         warning: 1.0,
         critical: 1.0,

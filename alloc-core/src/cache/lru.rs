@@ -87,9 +87,45 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         }
     }
 
+    /// [`insert`](Self::insert), unless the map or the slab needs memory and the allocator
+    /// refuses it (a hard limit): then the key and value come back and nothing changes. (Cloning
+    /// the key may still allocate, infallibly.)
+    pub(super) fn try_insert(
+        &mut self,
+        key: K,
+        value: V,
+        weight: u64,
+    ) -> Result<Option<V>, (K, V)> {
+        if !self.map.contains_key(&key) {
+            let room = self.map.try_reserve(1).is_ok()
+                && (self.free != NIL || self.slots.try_reserve(1).is_ok());
+            if !room {
+                return Err((key, value));
+            }
+        }
+        Ok(self.insert(key, value, weight))
+    }
+
     /// Inserts `value` under `key` as the most recently used entry; returns the value it replaced.
+    /// A replacement happens in place (the key already there stays), so it never allocates.
     pub(super) fn insert(&mut self, key: K, value: V, weight: u64) -> Option<V> {
-        let old = self.remove(&key);
+        if let Some(&i) = self.map.get(&key) {
+            let old = match &mut self.slots[i as usize] {
+                Slot::Occupied {
+                    value: v,
+                    weight: w,
+                    ..
+                } => {
+                    self.weight = self.weight - *w + weight;
+                    *w = weight;
+                    std::mem::replace(v, value)
+                }
+                Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
+            };
+            self.unlink(i);
+            self.push_newest(i);
+            return Some(old);
+        }
         let slot = Slot::Occupied {
             key: key.clone(),
             value,
@@ -115,7 +151,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.map.insert(key, i);
         self.push_newest(i);
         self.weight += weight;
-        old
+        None
     }
 
     /// Removes the entry under `key` and returns its value.
@@ -154,19 +190,19 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         room >= 64 && room / 4 > self.len()
     }
 
-    /// The same entries, in the same order, in a slab and a map just big enough for them. Leaves
-    /// `self` empty; the caller drops it (and with it the old slab and map) where it likes.
-    pub(super) fn compacted(&mut self) -> Lru<K, V> {
-        let mut fresh = Lru {
-            map: HashMap::with_capacity(self.len()),
-            slots: Vec::with_capacity(self.len()),
-            ..Lru::default()
-        };
-        // Oldest first, so each one pushed as the newest rebuilds the same order.
+    /// The same entries, in the same order, in a slab and a map just big enough for them, leaving
+    /// `self` empty for the caller to drop (and with it the old slab and map) where it likes.
+    /// `None`, and `self` untouched, when the allocator refuses the new ones (a hard limit).
+    pub(super) fn compacted(&mut self) -> Option<Lru<K, V>> {
+        let mut fresh = Lru::default();
+        fresh.map.try_reserve(self.len()).ok()?;
+        fresh.slots.try_reserve_exact(self.len()).ok()?;
+        // Oldest first, so each one pushed as the newest rebuilds the same order; within the
+        // capacity reserved, so nothing allocates but the keys' clones.
         while let Some((key, value, weight)) = self.pop_oldest_weighted() {
             fresh.insert(key, value, weight);
         }
-        fresh
+        Some(fresh)
     }
 
     fn pop_oldest_weighted(&mut self) -> Option<(K, V, u64)> {
@@ -309,7 +345,7 @@ mod tests {
         assert!(l.is_sparse());
         let before = l.keys_newest_first();
         let weight = l.weight();
-        let c = l.compacted();
+        let c = l.compacted().unwrap();
         assert_eq!(c.keys_newest_first(), before);
         assert_eq!((c.len(), c.weight(), c.slots.len()), (11, weight, 11));
         assert!(!c.is_sparse());
