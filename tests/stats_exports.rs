@@ -413,6 +413,7 @@ fn caches_and_pools_are_exported_and_judged() {
     assert_eq!(cache("memgov_cache_misses_total", "export-pages"), 1000.0);
     assert_eq!(cache("memgov_cache_evictions_total", "export-pages"), 900.0);
     assert_eq!(cache("memgov_cache_bound", "export-pages"), 100.0);
+    assert_eq!(cache("memgov_cache_expired_total", "export-pages"), 0.0);
     assert_eq!(cache("memgov_cache_bound", "export-pages#2"), f64::INFINITY);
     assert_eq!(cache("memgov_cache_entries", "export-pages#2"), 0.0);
     let pool = |metric: &str| {
@@ -441,6 +442,7 @@ fn caches_and_pools_are_exported_and_judged() {
         .nth(1)
         .expect("both caches in the JSON list");
     assert!(second["max_weight"].is_null() && second["bound"].is_null());
+    assert_eq!(second["expired"], 0);
     let pools = json["pools"].as_array().unwrap();
     let p = pools
         .iter()

@@ -14,7 +14,8 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
@@ -61,12 +62,18 @@ pub struct BoundedCache<K: Send + 'static, V: Send + 'static> {
     shared: Arc<Shared<K, V>>,
     /// The cache's registration (`shed_registry`), removed when the cache is dropped.
     registration: u64,
+    /// The periodic task that drops expired entries, with a time to live; removed on drop.
+    sweep: Option<u64>,
 }
 
 struct Shared<K, V> {
     name: &'static str,
     component: ComponentId,
     max_weight: u64,
+    /// How long an entry lives after its insert (or its last replacement), in nanoseconds.
+    ttl: Option<u64>,
+    /// The clock entries are born by: nanoseconds since this instant.
+    clock: Instant,
     shedding: Shedding,
     weigher: Option<Weigher<K, V>>,
     on_shed: Option<ShedHook>,
@@ -90,6 +97,7 @@ struct State<K, V> {
     evictions: u64,
     shed: u64,
     refused: u64,
+    expired: u64,
 }
 
 /// Builds a [`BoundedCache`]: its bound, weigher, shedding and shed hook.
@@ -111,6 +119,7 @@ pub struct CacheBuilder<K, V> {
     name: &'static str,
     component: ComponentId,
     max_weight: u64,
+    ttl: Option<Duration>,
     shedding: Shedding,
     weigher: Option<Weigher<K, V>>,
     on_shed: Option<ShedHook>,
@@ -128,6 +137,16 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
     /// pressure.
     pub fn max_weight(mut self, max_weight: u64) -> Self {
         self.max_weight = max_weight;
+        self
+    }
+
+    /// How long an entry lives after it is inserted (or last replaced), used or not (default: for
+    /// ever). An expired entry is a miss, and goes when it is looked up; a sweep on memgov's
+    /// monitor thread, every quarter of the time to live (at least 10 ms, at most a minute),
+    /// drops the others, so their memory comes back even if nobody looks. Seed 001's cleanup
+    /// manager, for a cache.
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
         self
     }
 
@@ -161,6 +180,10 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
             name: self.name,
             component: self.component,
             max_weight: self.max_weight,
+            ttl: self
+                .ttl
+                .map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            clock: Instant::now(),
             shedding: self.shedding,
             weigher: self.weigher,
             on_shed: self.on_shed,
@@ -175,6 +198,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
                 evictions: 0,
                 shed: 0,
                 refused: 0,
+                expired: 0,
             }),
         });
         drop(scope);
@@ -182,9 +206,20 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
         // A change between the level read above and the registration was delivered before the
         // cache could hear of it: look once more.
         shared.refresh_level();
+        let sweep = self.ttl.map(|ttl| {
+            let every = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+            let cache: Weak<Shared<K, V>> = Arc::downgrade(&shared);
+            let _scope = crate::scope::try_component_scope("memgov").ok();
+            crate::monitor::every(every, move || {
+                if let Some(cache) = cache.upgrade() {
+                    cache.sweep();
+                }
+            })
+        });
         BoundedCache {
             shared,
             registration,
+            sweep,
         }
     }
 }
@@ -225,6 +260,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
             name: component.name(),
             component,
             max_weight: u64::MAX,
+            ttl: None,
             shedding: Shedding::DEFAULT,
             weigher: None,
             on_shed: None,
@@ -239,12 +275,14 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
-        let mut st = self.shared.lock();
+        let (mut st, expired) = self.shared.lock_unexpired(key);
         let value = st.lru.get(key).cloned();
         match value {
             Some(_) => st.hits += 1,
             None => st.misses += 1,
         }
+        drop(st);
+        drop(expired);
         value
     }
 
@@ -267,12 +305,14 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut st = self.shared.lock();
+        let (mut st, expired) = self.shared.lock_unexpired(key);
         let result = st.lru.get(key).map(f);
         match result {
             Some(_) => st.hits += 1,
             None => st.misses += 1,
         }
+        drop(st);
+        drop(expired);
         result
     }
 
@@ -284,7 +324,11 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
-        self.shared.lock().lru.peek(key).cloned()
+        let (st, expired) = self.shared.lock_unexpired(key);
+        let value = st.lru.peek(key).cloned();
+        drop(st);
+        drop(expired);
+        value
     }
 
     /// Whether an entry is under `key` (neither its order nor the counts change).
@@ -293,7 +337,11 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shared.lock().lru.peek(key).is_some()
+        let (st, expired) = self.shared.lock_unexpired(key);
+        let found = st.lru.peek(key).is_some();
+        drop(st);
+        drop(expired);
+        found
     }
 
     /// Inserts `value` under `key` as the most recently used entry, evicting the least recently
@@ -327,7 +375,8 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
                     level,
                 });
             }
-            let replaced = match st.lru.try_insert(key, value, weight) {
+            let born = self.shared.now();
+            let replaced = match st.lru.try_insert(key, value, weight, born) {
                 Ok(replaced) => replaced,
                 Err((key, value)) => {
                     st.refused += 1;
@@ -471,6 +520,9 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
 impl<K: Send + 'static, V: Send + 'static> Drop for BoundedCache<K, V> {
     fn drop(&mut self) {
         shed_registry::unregister(self.registration);
+        if let Some(sweep) = self.sweep {
+            crate::monitor::remove_callback(sweep);
+        }
     }
 }
 
@@ -505,6 +557,59 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
             total_evictions: st.evictions,
             total_shed: st.shed,
             total_refused: st.refused,
+            total_expired: st.expired,
+        }
+    }
+
+    /// Now, by the cache's clock (0 without a time to live: nothing is read then).
+    fn now(&self) -> u64 {
+        match self.ttl {
+            Some(_) => u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            None => 0,
+        }
+    }
+
+    /// The latest birth that has expired by now; `None` when nothing can have (no time to live,
+    /// or the cache is younger than it).
+    fn expiry_deadline(&self) -> Option<u64> {
+        self.now().checked_sub(self.ttl?)
+    }
+
+    /// The lock, once the entry under `key` is gone if it has expired; that entry is returned, to
+    /// be dropped after the lock.
+    #[allow(clippy::type_complexity)]
+    fn lock_unexpired<Q>(&self, key: &Q) -> (OwnedGuard<'_, State<K, V>>, Option<(K, V)>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut st = self.lock();
+        let expired = self
+            .expiry_deadline()
+            .and_then(|deadline| st.lru.remove_if_born_by(key, deadline));
+        if expired.is_some() {
+            st.expired += 1;
+        }
+        (st, expired)
+    }
+
+    /// Drops every expired entry, one per lock (the monitor's periodic task).
+    fn sweep(&self) {
+        let mut swept = false;
+        while let Some(entry) = {
+            let mut st = self.lock();
+            let entry = self
+                .expiry_deadline()
+                .and_then(|deadline| st.lru.pop_born_by(deadline));
+            st.expired += entry.is_some() as u64;
+            entry
+        } {
+            drop(entry);
+            swept = true;
+        }
+        if swept {
+            let level = self.lock().level;
+            self.give_back_room(level);
         }
     }
 
@@ -612,16 +717,16 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K
 }
 
 impl<K: Hash + Eq + Clone, V> Shared<K, V> {
-    /// After shedding: an empty cache lets go of its structures; a mostly empty one at Warning
+    /// After shedding or a sweep: an empty cache lets go of its structures; a mostly empty one
     /// moves into smaller ones (an allocation in the cache's component, fallible: skipped if a
-    /// hard limit refuses it; and never at Critical, where one would).
+    /// hard limit refuses it; and never at Critical, where one would be).
     fn give_back_room(&self, level: Level) {
         let _scope = try_enter(self.component).ok();
         let old = {
             let mut st = self.lock();
             if st.lru.len() == 0 {
                 std::mem::take(&mut st.lru)
-            } else if level == Level::Warning && st.lru.is_sparse() {
+            } else if level < Level::Critical && st.lru.is_sparse() {
                 match st.lru.compacted() {
                     Some(fresh) => std::mem::replace(&mut st.lru, fresh),
                     None => return,
@@ -750,6 +855,8 @@ pub struct CacheStats {
     pub total_shed: u64,
     /// Inserts refused (an entry heavier than the bound, or no memory to hold it).
     pub total_refused: u64,
+    /// Entries that outlived their time to live ([`CacheBuilder::time_to_live`]).
+    pub total_expired: u64,
 }
 
 impl CacheStats {

@@ -70,7 +70,7 @@ fn has_budget(b: &BudgetStats) -> bool {
 ///                  "realloc_count", "total_allocated_bytes", "total_freed_bytes",
 ///                  "budget": {...} or null}],
 ///  "caches": [{"name", "component", "entries", "weight", "max_weight", "bound", "level",
-///              "hits", "misses", "inserts", "evictions", "shed", "refused"}],
+///              "hits", "misses", "inserts", "evictions", "shed", "refused", "expired"}],
 ///  "pools": [{"name", "component", "idle", "lent", "max_idle", "bound", "level", "hits",
 ///             "misses", "returns", "discards", "shed", "detached"}]}
 /// ```
@@ -177,7 +177,7 @@ fn json_cache(out: &mut String, c: &CacheStats) {
     json_str(out, c.component.name());
     let _ = write!(
         out,
-        ",\"entries\":{},\"weight\":{},\"max_weight\":{},\"bound\":{},\"level\":\"{}\",\"hits\":{},\"misses\":{},\"inserts\":{},\"evictions\":{},\"shed\":{},\"refused\":{}}}",
+        ",\"entries\":{},\"weight\":{},\"max_weight\":{},\"bound\":{},\"level\":\"{}\",\"hits\":{},\"misses\":{},\"inserts\":{},\"evictions\":{},\"shed\":{},\"refused\":{},\"expired\":{}}}",
         c.live_entries,
         c.live_weight,
         json_bound(c.max_weight),
@@ -188,7 +188,8 @@ fn json_cache(out: &mut String, c: &CacheStats) {
         c.total_inserts,
         c.total_evictions,
         c.total_shed,
-        c.total_refused
+        c.total_refused,
+        c.total_expired
     );
 }
 
@@ -490,7 +491,7 @@ type CacheFamily = (
     fn(&CacheStats) -> String,
 );
 
-const CACHE_FAMILIES: [CacheFamily; 10] = [
+const CACHE_FAMILIES: [CacheFamily; 11] = [
     (
         "memgov_cache_entries",
         "Entries a cache holds.",
@@ -547,9 +548,15 @@ const CACHE_FAMILIES: [CacheFamily; 10] = [
     ),
     (
         "memgov_cache_refused_total",
-        "Entries a cache refused (heavier than its bound).",
+        "Entries a cache refused (heavier than its bound, or no memory).",
         "counter",
         |c| c.total_refused.to_string(),
+    ),
+    (
+        "memgov_cache_expired_total",
+        "Entries that outlived a cache's time to live.",
+        "counter",
+        |c| c.total_expired.to_string(),
     ),
 ];
 

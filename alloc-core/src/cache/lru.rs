@@ -1,6 +1,7 @@
-//! A weighted least-recently-used list: a hash map from key to slot, and a slab of slots linked
-//! from the most to the least recently used. No locking; [`BoundedCache`](super::BoundedCache)
-//! holds it behind a mutex.
+//! A weighted least-recently-used list with expiry: a hash map from key to slot, and a slab of
+//! slots on two linked lists, one from the most to the least recently used entry, one from the
+//! youngest to the eldest (for a time to live: with one for every entry, the eldest expire first).
+//! No locking; [`BoundedCache`](super::BoundedCache) holds it behind a mutex.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -9,29 +10,47 @@ use std::hash::Hash;
 /// The end of a list, or no slot.
 const NIL: u32 = u32::MAX;
 
+/// Which of the two lists.
+#[derive(Clone, Copy)]
+enum Order {
+    /// From the most to the least recently used entry.
+    Use = 0,
+    /// From the youngest to the eldest entry (inserted or replaced last, first).
+    Birth = 1,
+}
+
+/// A slot's neighbours on one list: towards the front (newer, younger) and the back.
+#[derive(Clone, Copy)]
+struct Links {
+    front: u32,
+    back: u32,
+}
+
+const UNLINKED: Links = Links {
+    front: NIL,
+    back: NIL,
+};
+
 enum Slot<K, V> {
     Occupied {
         key: K,
         value: V,
         weight: u64,
-        /// The next more recently used slot.
-        newer: u32,
-        /// The next less recently used slot.
-        older: u32,
+        /// When it was inserted or last replaced, in the caller's clock.
+        born: u64,
+        links: [Links; 2],
     },
     Vacant {
         next_free: u32,
     },
 }
 
-/// Entries ordered by use, with their total weight.
+/// Entries ordered by use and by age, with their total weight.
 pub(super) struct Lru<K, V> {
     map: HashMap<K, u32>,
     slots: Vec<Slot<K, V>>,
-    /// The most recently used slot.
-    newest: u32,
-    /// The least recently used slot: the next one evicted.
-    oldest: u32,
+    /// Each list's front and back.
+    ends: [Links; 2],
     /// Head of the list of vacant slots.
     free: u32,
     weight: u64,
@@ -42,8 +61,7 @@ impl<K, V> Default for Lru<K, V> {
         Lru {
             map: HashMap::new(),
             slots: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
+            ends: [UNLINKED; 2],
             free: NIL,
             weight: 0,
         }
@@ -60,15 +78,24 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.weight
     }
 
+    /// The slot under `key`.
+    fn find<Q>(&self, key: &Q) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).copied()
+    }
+
     /// The value under `key`, marked as the most recently used.
     pub(super) fn get<Q>(&mut self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = *self.map.get(key)?;
-        self.unlink(i);
-        self.push_newest(i);
+        let i = self.find(key)?;
+        self.unlink(Order::Use, i);
+        self.push_front(Order::Use, i);
         match &self.slots[i as usize] {
             Slot::Occupied { value, .. } => Some(value),
             Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
@@ -81,10 +108,25 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match &self.slots[*self.map.get(key)? as usize] {
+        match &self.slots[self.find(key)? as usize] {
             Slot::Occupied { value, .. } => Some(value),
             Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
         }
+    }
+
+    /// Removes the entry under `key` if it was born at or before `deadline`, and returns it.
+    pub(super) fn remove_if_born_by<Q>(&mut self, key: &Q, deadline: u64) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = self.find(key)?;
+        if self.born(i) > deadline {
+            return None;
+        }
+        let (key, value) = self.vacate(i);
+        self.map.remove::<K>(&key);
+        Some((key, value))
     }
 
     /// [`insert`](Self::insert), unless the map or the slab needs memory and the allocator
@@ -95,6 +137,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         key: K,
         value: V,
         weight: u64,
+        born: u64,
     ) -> Result<Option<V>, (K, V)> {
         if !self.map.contains_key(&key) {
             let room = self.map.try_reserve(1).is_ok()
@@ -103,35 +146,39 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
                 return Err((key, value));
             }
         }
-        Ok(self.insert(key, value, weight))
+        Ok(self.insert(key, value, weight, born))
     }
 
-    /// Inserts `value` under `key` as the most recently used entry; returns the value it replaced.
-    /// A replacement happens in place (the key already there stays), so it never allocates.
-    pub(super) fn insert(&mut self, key: K, value: V, weight: u64) -> Option<V> {
-        if let Some(&i) = self.map.get(&key) {
+    /// Inserts `value` under `key`, born at `born`, as the most recently used and the youngest
+    /// entry; returns the value it replaced. A replacement happens in place (the key already
+    /// there stays), so it never allocates.
+    pub(super) fn insert(&mut self, key: K, value: V, weight: u64, born: u64) -> Option<V> {
+        if let Some(i) = self.find(&key) {
             let old = match &mut self.slots[i as usize] {
                 Slot::Occupied {
                     value: v,
                     weight: w,
+                    born: b,
                     ..
                 } => {
                     self.weight = self.weight - *w + weight;
-                    *w = weight;
+                    (*w, *b) = (weight, born);
                     std::mem::replace(v, value)
                 }
                 Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
             };
-            self.unlink(i);
-            self.push_newest(i);
+            for order in [Order::Use, Order::Birth] {
+                self.unlink(order, i);
+                self.push_front(order, i);
+            }
             return Some(old);
         }
         let slot = Slot::Occupied {
             key: key.clone(),
             value,
             weight,
-            newer: NIL,
-            older: NIL,
+            born,
+            links: [UNLINKED; 2],
         };
         let i = if self.free != NIL {
             let i = self.free;
@@ -149,7 +196,8 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
             i
         };
         self.map.insert(key, i);
-        self.push_newest(i);
+        self.push_front(Order::Use, i);
+        self.push_front(Order::Birth, i);
         self.weight += weight;
         None
     }
@@ -166,21 +214,26 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 
     /// Removes the least recently used entry.
     pub(super) fn pop_oldest(&mut self) -> Option<(K, V)> {
-        if self.oldest == NIL {
+        self.pop_back(Order::Use)
+    }
+
+    /// Removes the eldest entry if it was born at or before `deadline`.
+    pub(super) fn pop_born_by(&mut self, deadline: u64) -> Option<(K, V)> {
+        let eldest = self.ends[Order::Birth as usize].back;
+        if eldest == NIL || self.born(eldest) > deadline {
             return None;
         }
-        let i = self.oldest;
+        self.pop_back(Order::Birth)
+    }
+
+    fn pop_back(&mut self, order: Order) -> Option<(K, V)> {
+        let i = self.ends[order as usize].back;
+        if i == NIL {
+            return None;
+        }
         let (key, value) = self.vacate(i);
         self.map.remove(&key);
         Some((key, value))
-    }
-
-    /// The weight of the least recently used entry.
-    pub(super) fn oldest_weight(&self) -> Option<u64> {
-        match self.slots.get(self.oldest as usize)? {
-            Slot::Occupied { weight, .. } => Some(*weight),
-            Slot::Vacant { .. } => None,
-        }
     }
 
     /// Whether the slab and the map hold room for at least four times as many entries as they
@@ -190,48 +243,83 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         room >= 64 && room / 4 > self.len()
     }
 
-    /// The same entries, in the same order, in a slab and a map just big enough for them, leaving
-    /// `self` empty for the caller to drop (and with it the old slab and map) where it likes.
-    /// `None`, and `self` untouched, when the allocator refuses the new ones (a hard limit).
+    /// The same entries, in the same orders, in a slab and a map just big enough for them,
+    /// leaving `self` empty for the caller to drop (and with it the old slab and map) where it
+    /// likes. `None`, and `self` untouched, when the allocator refuses the memory (a hard limit).
     pub(super) fn compacted(&mut self) -> Option<Lru<K, V>> {
+        let n = self.len();
         let mut fresh = Lru::default();
-        fresh.map.try_reserve(self.len()).ok()?;
-        fresh.slots.try_reserve_exact(self.len()).ok()?;
-        // Oldest first, so each one pushed as the newest rebuilds the same order; within the
-        // capacity reserved, so nothing allocates but the keys' clones.
-        while let Some((key, value, weight)) = self.pop_oldest_weighted() {
-            fresh.insert(key, value, weight);
+        fresh.map.try_reserve(n).ok()?;
+        fresh.slots.try_reserve_exact(n).ok()?;
+        // The old slots from the least to the most recently used, and where each one moves.
+        let mut by_use = Vec::new();
+        by_use.try_reserve_exact(n).ok()?;
+        let mut moved_to = Vec::new();
+        moved_to.try_reserve_exact(self.slots.len()).ok()?;
+        let mut i = self.ends[Order::Use as usize].back;
+        while i != NIL {
+            by_use.push(i);
+            i = self.links(Order::Use, i).front;
+        }
+        moved_to.resize(self.slots.len(), NIL);
+        // Eldest first, so that each one pushed as the youngest rebuilds the birth order; within
+        // the capacity reserved, so nothing allocates but the keys' clones.
+        loop {
+            let i = self.ends[Order::Birth as usize].back;
+            if i == NIL {
+                break;
+            }
+            let (weight, born) = (self.weight_of(i), self.born(i));
+            let (key, value) = self.vacate(i);
+            self.map.remove(&key);
+            moved_to[i as usize] = fresh.slots.len() as u32;
+            fresh.insert(key, value, weight, born);
+        }
+        // Then the use order, least recently used first, each pushed to the front.
+        for i in by_use {
+            let j = moved_to[i as usize];
+            fresh.unlink(Order::Use, j);
+            fresh.push_front(Order::Use, j);
         }
         Some(fresh)
     }
 
-    fn pop_oldest_weighted(&mut self) -> Option<(K, V, u64)> {
-        let weight = self.oldest_weight()?;
-        let (key, value) = self.pop_oldest()?;
-        Some((key, value, weight))
+    fn weight_of(&self, i: u32) -> u64 {
+        match &self.slots[i as usize] {
+            Slot::Occupied { weight, .. } => *weight,
+            Slot::Vacant { .. } => unreachable!("only occupied slots are weighed"),
+        }
     }
 
-    /// The keys from the most to the least recently used.
+    fn born(&self, i: u32) -> u64 {
+        match &self.slots[i as usize] {
+            Slot::Occupied { born, .. } => *born,
+            Slot::Vacant { .. } => unreachable!("only occupied slots have an age"),
+        }
+    }
+
+    /// The keys in one order, front to back.
     #[cfg(test)]
-    pub(super) fn keys_newest_first(&self) -> Vec<K> {
+    fn keys(&self, order: Order) -> Vec<K> {
         let mut keys = Vec::new();
-        let mut i = self.newest;
+        let mut i = self.ends[order as usize].front;
         while i != NIL {
             match &self.slots[i as usize] {
-                Slot::Occupied { key, older, .. } => {
+                Slot::Occupied { key, links, .. } => {
                     keys.push(key.clone());
-                    i = *older;
+                    i = links[order as usize].back;
                 }
-                Slot::Vacant { .. } => unreachable!("the list names only occupied slots"),
+                Slot::Vacant { .. } => unreachable!("the lists name only occupied slots"),
             }
         }
         keys
     }
 
-    /// Unlinks slot `i` (whose key the caller has taken out of the map or will), puts it on the
-    /// free list and returns its key and value.
+    /// Unlinks slot `i` from both lists (the caller takes its key out of the map, or has), puts
+    /// it on the free list and returns its key and value.
     fn vacate(&mut self, i: u32) -> (K, V) {
-        self.unlink(i);
+        self.unlink(Order::Use, i);
+        self.unlink(Order::Birth, i);
         let slot = std::mem::replace(
             &mut self.slots[i as usize],
             Slot::Vacant {
@@ -250,36 +338,33 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         }
     }
 
-    fn links(&mut self, i: u32) -> (&mut u32, &mut u32) {
+    fn links(&mut self, order: Order, i: u32) -> &mut Links {
         match &mut self.slots[i as usize] {
-            Slot::Occupied { newer, older, .. } => (newer, older),
+            Slot::Occupied { links, .. } => &mut links[order as usize],
             Slot::Vacant { .. } => unreachable!("only occupied slots are linked"),
         }
     }
 
-    fn unlink(&mut self, i: u32) {
-        let (newer, older) = {
-            let (n, o) = self.links(i);
-            (std::mem::replace(n, NIL), std::mem::replace(o, NIL))
-        };
-        match newer {
-            NIL => self.newest = older,
-            n => *self.links(n).1 = older,
+    fn unlink(&mut self, order: Order, i: u32) {
+        let Links { front, back } = std::mem::replace(self.links(order, i), UNLINKED);
+        match front {
+            NIL => self.ends[order as usize].front = back,
+            f => self.links(order, f).back = back,
         }
-        match older {
-            NIL => self.oldest = newer,
-            o => *self.links(o).0 = newer,
+        match back {
+            NIL => self.ends[order as usize].back = front,
+            b => self.links(order, b).front = front,
         }
     }
 
-    fn push_newest(&mut self, i: u32) {
-        let old_newest = self.newest;
-        *self.links(i).1 = old_newest;
-        match old_newest {
-            NIL => self.oldest = i,
-            n => *self.links(n).0 = i,
+    fn push_front(&mut self, order: Order, i: u32) {
+        let old_front = self.ends[order as usize].front;
+        self.links(order, i).back = old_front;
+        match old_front {
+            NIL => self.ends[order as usize].back = i,
+            f => self.links(order, f).front = i,
         }
-        self.newest = i;
+        self.ends[order as usize].front = i;
     }
 }
 
@@ -287,10 +372,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 mod tests {
     use super::*;
 
+    /// Entries `k` weighing `k`, born at `k`.
     fn lru(keys: &[u32]) -> Lru<u32, String> {
         let mut l = Lru::default();
         for &k in keys {
-            l.insert(k, k.to_string(), u64::from(k));
+            l.insert(k, k.to_string(), u64::from(k), u64::from(k));
         }
         l
     }
@@ -298,26 +384,46 @@ mod tests {
     #[test]
     fn order_follows_use() {
         let mut l = lru(&[1, 2, 3]);
-        assert_eq!(l.keys_newest_first(), [3, 2, 1]);
+        assert_eq!(l.keys(Order::Use), [3, 2, 1]);
         assert_eq!(l.get(&1).map(String::as_str), Some("1"));
-        assert_eq!(l.keys_newest_first(), [1, 3, 2]);
-        assert_eq!(l.peek(&2).map(String::as_str), Some("2"));
+        assert_eq!(l.keys(Order::Use), [1, 3, 2]);
         assert_eq!(
-            l.keys_newest_first(),
-            [1, 3, 2],
-            "peek leaves the order alone"
+            l.keys(Order::Birth),
+            [3, 2, 1],
+            "a lookup does not make an entry younger"
         );
+        assert_eq!(l.peek(&2).map(String::as_str), Some("2"));
+        assert_eq!(l.keys(Order::Use), [1, 3, 2], "peek leaves the order alone");
         assert_eq!(l.pop_oldest(), Some((2, "2".to_string())));
-        assert_eq!(l.keys_newest_first(), [1, 3]);
+        assert_eq!(l.keys(Order::Use), [1, 3]);
+        assert_eq!(l.keys(Order::Birth), [3, 1]);
         assert_eq!(l.weight(), 4);
     }
 
     #[test]
-    fn replacing_moves_to_the_front_and_reweighs() {
+    fn replacing_moves_to_the_front_of_both_and_reweighs() {
         let mut l = lru(&[1, 2, 3]);
-        assert_eq!(l.insert(1, "one".into(), 10), Some("1".to_string()));
-        assert_eq!(l.keys_newest_first(), [1, 3, 2]);
+        assert_eq!(l.insert(1, "one".into(), 10, 9), Some("1".to_string()));
+        assert_eq!(l.keys(Order::Use), [1, 3, 2]);
+        assert_eq!(l.keys(Order::Birth), [1, 3, 2]);
         assert_eq!((l.len(), l.weight()), (3, 15));
+    }
+
+    #[test]
+    fn the_eldest_expire_first() {
+        // Births follow insertion, as the cache's clock only moves on.
+        let mut l = Lru::default();
+        for (k, born) in [(5u32, 10), (1, 20), (3, 30)] {
+            l.insert(k, k.to_string(), 1, born);
+        }
+        l.get(&5); // used last: it still expires by its birth
+        assert_eq!(l.pop_born_by(9), None);
+        assert_eq!(l.pop_born_by(15), Some((5, "5".to_string())));
+        assert_eq!(l.remove_if_born_by(&3, 29), None, "not expired yet");
+        assert_eq!(l.remove_if_born_by(&3, 30), Some((3, "3".to_string())));
+        l.insert(1, "one".into(), 1, 40); // a replacement is born again
+        assert_eq!(l.pop_born_by(35), None);
+        assert_eq!(l.keys(Order::Birth), [1]);
     }
 
     #[test]
@@ -325,16 +431,17 @@ mod tests {
         let mut l = lru(&[1, 2, 3]);
         assert_eq!(l.remove(&2), Some("2".to_string()));
         assert_eq!(l.remove(&2), None);
-        l.insert(4, "4".into(), 4);
+        l.insert(4, "4".into(), 4, 4);
         assert_eq!(l.slots.len(), 3);
-        assert_eq!(l.keys_newest_first(), [4, 3, 1]);
+        assert_eq!(l.keys(Order::Use), [4, 3, 1]);
         while l.pop_oldest().is_some() {}
-        assert_eq!((l.len(), l.weight(), l.newest, l.oldest), (0, 0, NIL, NIL));
-        assert_eq!(l.oldest_weight(), None);
+        assert_eq!((l.len(), l.weight()), (0, 0));
+        assert_eq!(l.ends[0].front, NIL);
+        assert_eq!(l.ends[1].back, NIL);
     }
 
     #[test]
-    fn compaction_keeps_entries_and_order() {
+    fn compaction_keeps_entries_and_both_orders() {
         let mut l = lru(&(0..200).collect::<Vec<_>>());
         for k in 0..190 {
             if k != 7 {
@@ -342,11 +449,13 @@ mod tests {
             }
         }
         l.get(&7);
+        l.get(&193);
         assert!(l.is_sparse());
-        let before = l.keys_newest_first();
+        let (by_use, by_birth) = (l.keys(Order::Use), l.keys(Order::Birth));
         let weight = l.weight();
         let c = l.compacted().unwrap();
-        assert_eq!(c.keys_newest_first(), before);
+        assert_eq!(c.keys(Order::Use), by_use);
+        assert_eq!(c.keys(Order::Birth), by_birth);
         assert_eq!((c.len(), c.weight(), c.slots.len()), (11, weight, 11));
         assert!(!c.is_sparse());
         assert_eq!(l.len(), 0);
