@@ -10,7 +10,7 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-use memgov::{component_stats, monitor_stats, BoundedCache, Level, Limits, ShedReport, Shedding};
+use memgov::{component_stats, BoundedCache, Level, Limits, ShedReport, Shedding};
 use serial_test::serial;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,25 +19,10 @@ use std::time::{Duration, Instant};
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const VALUE: usize = 64 * KIB;
-const PATIENCE: Duration = Duration::from_secs(5);
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Hands this thread's credit back and waits until the monitor has sampled every budget twice
-/// since, and so delivered every level change.
-fn settle() {
-    memgov::flush_thread();
-    let seen = monitor_stats().samples;
-    wait_until("two monitor samples", || {
-        monitor_stats().samples >= seen + 2
-    });
-}
+#[path = "support/monitor.rs"]
+mod monitor;
+use monitor::{settle, wait_until};
 
 /// A process limit, taken off again when dropped (a failing test must not leave the process
 /// under pressure for the next one).

@@ -7,31 +7,18 @@
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-use memgov::{component_stats, monitor_stats, Level, Limits, Pool, Pooled, ShedReport};
+use memgov::{component_stats, Level, Limits, Pool, Pooled, ShedReport};
 use serial_test::serial;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-const PATIENCE: Duration = Duration::from_secs(5);
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn settle() {
-    memgov::flush_thread();
-    let seen = monitor_stats().samples;
-    wait_until("two monitor samples", || {
-        monitor_stats().samples >= seen + 2
-    });
-}
+#[path = "support/monitor.rs"]
+mod monitor;
+use monitor::{settle, wait_until};
 
 fn live(name: &str) -> u64 {
     component_stats(name).map_or(0, |s| s.live_bytes)

@@ -28,25 +28,10 @@ use std::time::{Duration, Instant};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-const PATIENCE: Duration = Duration::from_secs(5);
 
-/// Polls `done` every 2 ms until it holds; panics after `PATIENCE`.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Hands this thread's credit back and waits until the monitor has sampled every budget since.
-fn settle() {
-    memgov::flush_thread();
-    let seen = monitor_stats().samples;
-    wait_until("two monitor samples", || {
-        monitor_stats().samples >= seen + 2
-    });
-}
+#[path = "support/monitor.rs"]
+mod monitor;
+use monitor::{settle, wait_until};
 
 /// Starts the monitor with a short sampling interval, and keeps the deliberate panics of the
 /// tests below out of the output.

@@ -203,9 +203,6 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> CacheBuilder<K, V
         });
         drop(scope);
         let registration = shed_registry::register(self.component, &shared);
-        // A change between the level read above and the registration was delivered before the
-        // cache could hear of it: look once more.
-        shared.refresh_level();
         let sweep = self.ttl.map(|ttl| {
             let every = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
             let cache: Weak<Shared<K, V>> = Arc::downgrade(&shared);
@@ -275,15 +272,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
-        let (mut st, expired) = self.shared.lock_unexpired(key);
-        let value = st.lru.get(key).cloned();
-        match value {
-            Some(_) => st.hits += 1,
-            None => st.misses += 1,
-        }
-        drop(st);
-        drop(expired);
-        value
+        self.with(key, V::clone)
     }
 
     /// Calls `f` with the value under `key` (the most recently used entry from then on), under the
@@ -361,24 +350,17 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         let replaced = {
             let mut st = self.shared.lock();
             let bound = self.shared.bound(&st);
-            if weight > bound {
-                st.refused += 1;
-                let level = st.level;
-                drop(st);
-                return Err(CacheRefusal {
-                    key,
-                    value,
-                    component: self.shared.component,
-                    cause: RefusalCause::TooHeavy,
-                    weight,
-                    bound,
-                    level,
-                });
-            }
-            let born = self.shared.now();
-            let replaced = match st.lru.try_insert(key, value, weight, born) {
+            let attempt = if weight > bound {
+                Err((key, value, RefusalCause::TooHeavy))
+            } else {
+                let born = self.shared.now();
+                st.lru
+                    .try_insert(key, value, weight, born)
+                    .map_err(|(key, value)| (key, value, RefusalCause::NoMemory))
+            };
+            let replaced = match attempt {
                 Ok(replaced) => replaced,
-                Err((key, value)) => {
+                Err((key, value, cause)) => {
                     st.refused += 1;
                     let level = st.level;
                     drop(st);
@@ -386,7 +368,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
                         key,
                         value,
                         component: self.shared.component,
-                        cause: RefusalCause::NoMemory,
+                        cause,
                         weight,
                         bound,
                         level,

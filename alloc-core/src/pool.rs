@@ -163,9 +163,6 @@ impl<T: Send + 'static> PoolBuilder<T> {
         });
         drop(scope);
         let registration = shed_registry::register(self.component, &shared);
-        // A change between the level read above and the registration was delivered before the
-        // pool could hear of it: look once more.
-        shared.refresh_level();
         Pool {
             shared,
             registration,

@@ -84,24 +84,27 @@ pub(crate) fn hold_all_for_fork() -> Vec<Box<dyn Any>> {
         .collect()
 }
 
-/// Registers `target`, a cache or pool in `component`; returns the id to [`unregister`] it with.
-/// Starts the monitor with the first registration.
+/// Registers `target`, a cache or pool in `component` just built, and has it read its level
+/// again (a change between its build and now was delivered before it could hear of it); returns
+/// the id to [`unregister`] it with. Starts the monitor with the first registration.
 pub(crate) fn register<T: Shed + 'static>(component: ComponentId, target: &Arc<T>) -> u64 {
-    let _scope = crate::scope::try_component_scope("memgov").ok();
     let id = NEXT_ID.fetch_add(1, Relaxed);
-    let target: Weak<dyn Shed> = Arc::downgrade(target) as Weak<dyn Shed>;
-    let mut registry = lock();
-    if !registry.watching {
-        // Under the registry's lock (not a `Once`, which a fork could leave half run for ever in
-        // the child): no cache registered meanwhile goes unheard.
-        crate::monitor::on_pressure(deliver);
-        registry.watching = true;
+    {
+        let _scope = crate::scope::try_component_scope("memgov").ok();
+        let mut registry = lock();
+        if !registry.watching {
+            // Under the registry's lock (not a `Once`, which a fork could leave half run for ever
+            // in the child): no cache registered meanwhile goes unheard.
+            crate::monitor::on_pressure(deliver);
+            registry.watching = true;
+        }
+        registry.entries.push(Entry {
+            id,
+            component,
+            target: Arc::downgrade(target) as Weak<dyn Shed>,
+        });
     }
-    registry.entries.push(Entry {
-        id,
-        component,
-        target,
-    });
+    target.refresh_level();
     id
 }
 
