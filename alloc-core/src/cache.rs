@@ -346,7 +346,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, CacheRefusal<K, V>> {
         let weight = self.shared.weigh(&key, &value);
         let _scope = try_enter(self.shared.component).ok();
-        let mut evicted = Vec::new();
+        let mut evicted = Evicted::default();
         let replaced = {
             let mut st = self.shared.lock();
             let bound = self.shared.bound(&st);
@@ -385,10 +385,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
             while st.lru.weight() > room {
                 let entry = st.lru.pop_oldest();
                 st.evictions += 1;
-                // Dropped after the lock is released, if there is memory to keep it until then.
-                if evicted.try_reserve(1).is_ok() {
-                    evicted.extend(entry);
-                }
+                evicted.keep(entry);
             }
             replaced
         };
@@ -718,6 +715,34 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
             }
         };
         drop(old);
+    }
+}
+
+/// Entries an insert evicted, kept to be dropped once the lock is released: the first without an
+/// allocation (an insert usually evicts one entry at most), the rest in a list that grows
+/// fallibly (one that cannot is dropped at once, under the lock).
+struct Evicted<K, V> {
+    first: Option<(K, V)>,
+    rest: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Evicted<K, V> {
+    fn default() -> Self {
+        Evicted {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Evicted<K, V> {
+    fn keep(&mut self, entry: Option<(K, V)>) {
+        let Some(entry) = entry else { return };
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else if self.rest.try_reserve(1).is_ok() {
+            self.rest.push(entry);
+        }
     }
 }
 

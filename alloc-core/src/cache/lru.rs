@@ -4,6 +4,7 @@
 //! No locking; [`BoundedCache`](super::BoundedCache) holds it behind a mutex.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -139,67 +140,76 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         weight: u64,
         born: u64,
     ) -> Result<Option<V>, (K, V)> {
-        if !self.map.contains_key(&key) {
-            let room = self.map.try_reserve(1).is_ok()
-                && (self.free != NIL || self.slots.try_reserve(1).is_ok());
-            if !room {
-                return Err((key, value));
-            }
+        // Room for one more entry, reserved fallibly: the map below its capacity, and a free slot
+        // or room for one. A replacement needs neither, so only a refusal asks whether it is one.
+        let room = (self.map.len() < self.map.capacity() || self.map.try_reserve(1).is_ok())
+            && (self.free != NIL
+                || self.slots.len() < self.slots.capacity()
+                || self.slots.try_reserve(1).is_ok());
+        if !room && !self.map.contains_key(&key) {
+            return Err((key, value));
         }
         Ok(self.insert(key, value, weight, born))
     }
 
     /// Inserts `value` under `key`, born at `born`, as the most recently used and the youngest
     /// entry; returns the value it replaced. A replacement happens in place (the key already
-    /// there stays), so it never allocates.
+    /// there stays), so it never allocates. The key is hashed once.
     pub(super) fn insert(&mut self, key: K, value: V, weight: u64, born: u64) -> Option<V> {
-        if let Some(i) = self.find(&key) {
-            let old = match &mut self.slots[i as usize] {
-                Slot::Occupied {
-                    value: v,
-                    weight: w,
-                    born: b,
-                    ..
-                } => {
-                    self.weight = self.weight - *w + weight;
-                    (*w, *b) = (weight, born);
-                    std::mem::replace(v, value)
-                }
-                Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
-            };
-            for order in [Order::Use, Order::Birth] {
-                self.unlink(order, i);
-                self.push_front(order, i);
+        let (i, replaced) = match self.map.entry(key) {
+            Entry::Occupied(e) => {
+                let i = *e.get();
+                let old = match &mut self.slots[i as usize] {
+                    Slot::Occupied {
+                        value: v,
+                        weight: w,
+                        born: b,
+                        ..
+                    } => {
+                        self.weight = self.weight - *w + weight;
+                        (*w, *b) = (weight, born);
+                        std::mem::replace(v, value)
+                    }
+                    Slot::Vacant { .. } => unreachable!("the map names only occupied slots"),
+                };
+                self.unlink(Order::Use, i);
+                self.unlink(Order::Birth, i);
+                (i, Some(old))
             }
-            return Some(old);
-        }
-        let slot = Slot::Occupied {
-            key: key.clone(),
-            value,
-            weight,
-            born,
-            links: [UNLINKED; 2],
-        };
-        let i = if self.free != NIL {
-            let i = self.free;
-            match self.slots[i as usize] {
-                Slot::Vacant { next_free } => self.free = next_free,
-                Slot::Occupied { .. } => unreachable!("the free list names only vacant slots"),
+            Entry::Vacant(e) => {
+                let slot = Slot::Occupied {
+                    key: e.key().clone(),
+                    value,
+                    weight,
+                    born,
+                    links: [UNLINKED; 2],
+                };
+                let i = if self.free != NIL {
+                    let i = self.free;
+                    match self.slots[i as usize] {
+                        Slot::Vacant { next_free } => self.free = next_free,
+                        Slot::Occupied { .. } => {
+                            unreachable!("the free list names only vacant slots")
+                        }
+                    }
+                    self.slots[i as usize] = slot;
+                    i
+                } else {
+                    // A cache of more than u32::MAX - 1 entries would need more address space
+                    // than any machine has for its slots alone.
+                    let i = u32::try_from(self.slots.len())
+                        .expect("memgov: more than 2^32 cache entries");
+                    self.slots.push(slot);
+                    i
+                };
+                e.insert(i);
+                self.weight += weight;
+                (i, None)
             }
-            self.slots[i as usize] = slot;
-            i
-        } else {
-            // A cache of more than u32::MAX - 1 entries would need more address space than any
-            // machine has for its slots alone.
-            let i = u32::try_from(self.slots.len()).expect("memgov: more than 2^32 cache entries");
-            self.slots.push(slot);
-            i
         };
-        self.map.insert(key, i);
         self.push_front(Order::Use, i);
         self.push_front(Order::Birth, i);
-        self.weight += weight;
-        None
+        replaced
     }
 
     /// Removes the entry under `key` and returns its value.
