@@ -198,3 +198,25 @@ fn live_pools_are_listed_by_name_until_dropped() {
     drop(pool);
     assert!(!memgov::pools().iter().any(|p| p.name == "scratch"));
 }
+
+#[test]
+#[serial]
+fn a_guard_in_a_thread_local_comes_back_at_thread_exit() {
+    use std::cell::RefCell;
+    use std::sync::OnceLock;
+    static POOL: OnceLock<Pool<Vec<u8>>> = OnceLock::new();
+    thread_local! {
+        // Dropped by the thread-local destructors at thread exit: the guard then takes the
+        // pool's lock and goes back into the pool.
+        static HELD: RefCell<Option<Pooled<Vec<u8>>>> = const { RefCell::new(None) };
+    }
+    let pool = POOL.get_or_init(|| Pool::new("pool-teardown", 4, || vec![0u8; 4096]));
+    thread::spawn(|| {
+        let guard = POOL.get().unwrap().get();
+        HELD.with(|h| *h.borrow_mut() = Some(guard));
+    })
+    .join()
+    .unwrap();
+    let s = pool.stats();
+    assert_eq!((s.live_out, s.live_idle, s.total_returns), (0, 1, 1));
+}

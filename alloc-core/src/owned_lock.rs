@@ -27,8 +27,12 @@ fn thread_token() -> usize {
     thread_local! {
         static TOKEN: u8 = const { 0 };
     }
-    // A `const` thread-local without a destructor is there for the whole life of its thread.
-    TOKEN.with(|t| t as *const u8 as usize)
+    // A `const` thread-local without a destructor is there for the whole life of its thread, even
+    // while other thread-locals' destructors run (a `Pooled` guard dropped by one takes its pool's
+    // lock); `try_with` all the same, with a token no thread-local's address can be.
+    TOKEN
+        .try_with(|t| t as *const u8 as usize)
+        .unwrap_or(usize::MAX)
 }
 
 impl<T> OwnedLock<T> {
