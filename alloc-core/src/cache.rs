@@ -2,23 +2,25 @@
 //! weight bound, and sheds when memory comes under pressure.
 
 mod lru;
+mod refusal;
+mod shared;
+mod stats;
 
-use crate::owned_lock::{OwnedGuard, OwnedLock};
-use crate::pressure::Level;
+pub use refusal::{CacheRefusal, RefusalCause};
+pub use stats::CacheStats;
+
+use crate::owned_lock::OwnedLock;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
-use crate::shed_registry::{self, Figures, Shed};
-use crate::shedding::{self, Shedding};
+use crate::shed_registry;
+use crate::shedding::{self, ShedReport, Shedding};
 use lru::Lru;
-use std::any::Any;
+use shared::{Shared, ShedHook, State, Weigher};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-
-type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
-type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
 
 /// A least-recently-used cache that belongs to a component, holds at most a given weight, and
 /// sheds entries when memory comes under pressure.
@@ -64,40 +66,6 @@ pub struct BoundedCache<K: Send + 'static, V: Send + 'static> {
     registration: u64,
     /// The periodic task that drops expired entries, with a time to live; removed on drop.
     sweep: Option<u64>,
-}
-
-struct Shared<K, V> {
-    name: &'static str,
-    component: ComponentId,
-    max_weight: u64,
-    /// How long an entry lives after its insert (or its last replacement), in nanoseconds.
-    ttl: Option<u64>,
-    /// The clock entries are born by: nanoseconds since this instant.
-    clock: Instant,
-    shedding: Shedding,
-    weigher: Option<Weigher<K, V>>,
-    on_shed: Option<ShedHook>,
-    state: OwnedLock<State<K, V>>,
-}
-
-struct State<K, V> {
-    lru: Lru<K, V>,
-    /// The level the cache obeys.
-    level: Level,
-    /// The weight the cache held when the level last left Normal: what the shedding fractions
-    /// are fractions of.
-    base: u64,
-    /// Set from a rise of the level until the monitor has shed down to the new bound. Meanwhile an
-    /// insert evicts only down to `max_weight`, so that what the rise cuts is shed (and reported)
-    /// by the monitor, not taken by whichever insert comes first.
-    shed_pending: bool,
-    hits: u64,
-    misses: u64,
-    inserts: u64,
-    evictions: u64,
-    shed: u64,
-    refused: u64,
-    expired: u64,
 }
 
 /// Builds a [`BoundedCache`]: its bound, weigher, shedding and shed hook.
@@ -513,211 +481,6 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> fmt::Debug for Bo
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Shared<K, V> {
-    fn lock(&self) -> OwnedGuard<'_, State<K, V>> {
-        // Nothing user-supplied runs under this lock but `with`'s closure and clones, and every
-        // change to the state is complete before either runs: a poisoned lock's data is sound.
-        self.state.lock()
-    }
-
-    fn stats(&self) -> CacheStats {
-        let st = self.lock();
-        CacheStats {
-            name: self.name,
-            component: self.component,
-            live_entries: st.lru.len() as u64,
-            live_weight: st.lru.weight(),
-            max_weight: self.max_weight,
-            bound: self.bound(&st),
-            level: st.level,
-            total_hits: st.hits,
-            total_misses: st.misses,
-            total_inserts: st.inserts,
-            total_evictions: st.evictions,
-            total_shed: st.shed,
-            total_refused: st.refused,
-            total_expired: st.expired,
-        }
-    }
-
-    /// Now, by the cache's clock (0 without a time to live: nothing is read then).
-    fn now(&self) -> u64 {
-        match self.ttl {
-            Some(_) => u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            None => 0,
-        }
-    }
-
-    /// The latest birth that has expired by now; `None` when nothing can have (no time to live,
-    /// or the cache is younger than it).
-    fn expiry_deadline(&self) -> Option<u64> {
-        self.now().checked_sub(self.ttl?)
-    }
-
-    /// The lock, once the entry under `key` is gone if it has expired; that entry is returned, to
-    /// be dropped after the lock.
-    #[allow(clippy::type_complexity)]
-    fn lock_unexpired<Q>(&self, key: &Q) -> (OwnedGuard<'_, State<K, V>>, Option<(K, V)>)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let mut st = self.lock();
-        let expired = self
-            .expiry_deadline()
-            .and_then(|deadline| st.lru.remove_if_born_by(key, deadline));
-        if expired.is_some() {
-            st.expired += 1;
-        }
-        (st, expired)
-    }
-
-    /// Drops every expired entry, one per lock (the monitor's periodic task).
-    fn sweep(&self) {
-        let mut swept = false;
-        while let Some(entry) = {
-            let mut st = self.lock();
-            let entry = self
-                .expiry_deadline()
-                .and_then(|deadline| st.lru.pop_born_by(deadline));
-            st.expired += entry.is_some() as u64;
-            entry
-        } {
-            drop(entry);
-            swept = true;
-        }
-        if swept {
-            let level = self.lock().level;
-            self.give_back_room(level);
-        }
-    }
-
-    fn weigh(&self, key: &K, value: &V) -> u64 {
-        self.weigher.as_ref().map_or(1, |w| w(key, value))
-    }
-
-    /// The most the cache may weigh now: `max_weight`, capped under pressure unless the level's
-    /// fraction keeps everything (then pressure leaves the cache alone).
-    fn bound(&self, st: &State<K, V>) -> u64 {
-        if self.shedding.kept(st.level) >= 1.0 {
-            self.max_weight
-        } else {
-            self.max_weight.min(self.shedding.keep(st.level, st.base))
-        }
-    }
-
-    /// Takes out the least recently used entry if the cache weighs more than `limit`, counting an
-    /// eviction. One entry per lock, so that values are dropped outside it.
-    fn pop_above(&self, limit: u64) -> Option<(K, V)> {
-        let mut st = self.lock();
-        if st.lru.weight() <= limit {
-            return None;
-        }
-        st.evictions += 1;
-        st.lru.pop_oldest()
-    }
-
-    /// Takes out the least recently used entry if the cache weighs more than its bound, counting
-    /// it as shed; once it does not, the shedding is over. One entry per lock, as `pop_above`.
-    fn shed_one(&self) -> Option<(K, V)> {
-        let mut st = self.lock();
-        if st.lru.weight() <= self.bound(&st) {
-            st.shed_pending = false;
-            return None;
-        }
-        st.shed += 1;
-        st.lru.pop_oldest()
-    }
-}
-
-/// A cache's lock held for the fork handler, with the cache kept alive while it is.
-struct HeldForFork<K: 'static, V: 'static> {
-    // Declared first, so dropped (the lock released) before `_shared` lets the cache go.
-    _guard: OwnedGuard<'static, State<K, V>>,
-    _shared: Arc<Shared<K, V>>,
-}
-
-impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K, V> {
-    fn figures(&self) -> Option<Figures> {
-        (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
-    }
-
-    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
-        if self.state.held_here() {
-            return None;
-        }
-        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
-        // its second field; its first, the guard, is dropped before it. So the borrow, made
-        // `'static` here, never outlives the lock it borrows.
-        let state: &'static OwnedLock<State<K, V>> = unsafe { &*std::ptr::addr_of!(self.state) };
-        Some(Box::new(HeldForFork {
-            _guard: state.lock(),
-            _shared: self,
-        }))
-    }
-
-    fn refresh_level(&self) {
-        let (previous, level, entries_before, weight_before) = {
-            let mut st = self.lock();
-            let level = shedding::shedding_level(self.component);
-            if st.level == level {
-                return;
-            }
-            if st.level == Level::Normal {
-                st.base = st.lru.weight();
-            }
-            let previous = std::mem::replace(&mut st.level, level);
-            st.shed_pending = level > previous;
-            (previous, level, st.lru.len(), st.lru.weight())
-        };
-        // The bound is read afresh for each entry: inserts and another refresh may run alongside.
-        let mut shed = 0;
-        while let Some(entry) = self.shed_one() {
-            drop(entry);
-            shed += 1;
-        }
-        self.give_back_room(level);
-        if let Some(hook) = &self.on_shed {
-            let st = self.lock();
-            let report = ShedReport {
-                component: self.component,
-                previous,
-                level,
-                entries_before: entries_before as u64,
-                weight_before,
-                entries_after: st.lru.len() as u64,
-                weight_after: st.lru.weight(),
-                shed,
-            };
-            drop(st);
-            hook(&report);
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone, V> Shared<K, V> {
-    /// After shedding or a sweep: an empty cache lets go of its structures; a mostly empty one
-    /// moves into smaller ones (an allocation in the cache's component, fallible: skipped if a
-    /// hard limit refuses it; and never at Critical, where one would be).
-    fn give_back_room(&self, level: Level) {
-        let _scope = try_enter(self.component).ok();
-        let old = {
-            let mut st = self.lock();
-            if st.lru.len() == 0 {
-                std::mem::take(&mut st.lru)
-            } else if level < Level::Critical && st.lru.is_sparse() {
-                match st.lru.compacted() {
-                    Some(fresh) => std::mem::replace(&mut st.lru, fresh),
-                    None => return,
-                }
-            } else {
-                return;
-            }
-        };
-        drop(old);
-    }
-}
-
 /// Entries an insert evicted, kept to be dropped once the lock is released: the first without an
 /// allocation (an insert usually evicts one entry at most), the rest in a list that grows
 /// fallibly (one that cannot is dropped at once, under the lock).
@@ -743,172 +506,5 @@ impl<K, V> Evicted<K, V> {
         } else if self.rest.try_reserve(1).is_ok() {
             self.rest.push(entry);
         }
-    }
-}
-
-/// An entry a [`BoundedCache`] would not take: it alone weighs more than the cache's bound, or the
-/// cache could not get the memory to hold it. Holds the key and value, handed back.
-///
-/// ```
-/// # #[global_allocator]
-/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
-/// #     alloc_core::Governor::with_inner(std::alloc::System);
-/// let cache = alloc_core::BoundedCache::builder("doc-refusal")
-///     .max_weight(10)
-///     .weigher(|_k: &u8, v: &String| v.len() as u64)
-///     .build();
-/// let refused = cache.insert(1, "x".repeat(11)).unwrap_err();
-/// assert_eq!(refused.to_string(),
-///     "cache in doc-refusal refused an entry of weight 11: its bound is 10 (pressure normal)");
-/// let (key, value) = refused.into_entry();
-/// assert_eq!((key, value.len()), (1, 11));
-/// ```
-pub struct CacheRefusal<K, V> {
-    key: K,
-    value: V,
-    /// The component of the cache that refused.
-    pub component: ComponentId,
-    /// Why.
-    pub cause: RefusalCause,
-    /// The entry's weight.
-    pub weight: u64,
-    /// The cache's bound when it refused.
-    pub bound: u64,
-    /// The level the cache obeyed.
-    pub level: Level,
-}
-
-impl<K, V> CacheRefusal<K, V> {
-    /// The key and value that were refused.
-    pub fn into_entry(self) -> (K, V) {
-        (self.key, self.value)
-    }
-}
-
-impl<K, V> fmt::Debug for CacheRefusal<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheRefusal")
-            .field("component", &self.component)
-            .field("cause", &self.cause)
-            .field("weight", &self.weight)
-            .field("bound", &self.bound)
-            .field("level", &self.level)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K, V> fmt::Display for CacheRefusal<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cause {
-            RefusalCause::TooHeavy => write!(
-                f,
-                "cache in {} refused an entry of weight {}: its bound is {} (pressure {})",
-                self.component.name(),
-                self.weight,
-                self.bound,
-                self.level
-            ),
-            RefusalCause::NoMemory => write!(
-                f,
-                "cache in {} refused an entry of weight {}: a hard limit refused the memory to hold it (pressure {})",
-                self.component.name(),
-                self.weight,
-                self.level
-            ),
-        }
-    }
-}
-
-/// Why a [`BoundedCache`] refused an entry ([`CacheRefusal::cause`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RefusalCause {
-    /// The entry alone weighs more than the cache's bound (lowered under pressure).
-    TooHeavy,
-    /// The cache's map or list had to grow, and a hard limit (its component's or the process's)
-    /// refused the memory.
-    NoMemory,
-}
-
-impl<K, V> std::error::Error for CacheRefusal<K, V> {}
-
-/// A cache's figures ([`BoundedCache::stats`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// The name the cache goes by ([`CacheBuilder::name`]; its component's, by default).
-    pub name: &'static str,
-    /// The component the cache belongs to.
-    pub component: ComponentId,
-    /// Entries held.
-    pub live_entries: u64,
-    /// Their total weight.
-    pub live_weight: u64,
-    /// The configured bound (`u64::MAX`: none but pressure).
-    pub max_weight: u64,
-    /// The bound now: `max_weight` at Normal, less while memory is under pressure.
-    pub bound: u64,
-    /// The pressure level the cache obeys.
-    pub level: Level,
-    /// Lookups that found their key.
-    pub total_hits: u64,
-    /// Lookups that did not.
-    pub total_misses: u64,
-    /// Entries inserted (replacements included).
-    pub total_inserts: u64,
-    /// Entries evicted to stay within the bound, or by [`BoundedCache::trim_to`].
-    pub total_evictions: u64,
-    /// Entries shed because memory came under pressure.
-    pub total_shed: u64,
-    /// Inserts refused (an entry heavier than the bound, or no memory to hold it).
-    pub total_refused: u64,
-    /// Entries that outlived their time to live ([`CacheBuilder::time_to_live`]).
-    pub total_expired: u64,
-}
-
-impl CacheStats {
-    /// Hits over lookups; `None` before the first lookup.
-    pub fn hit_ratio(&self) -> Option<f64> {
-        let lookups = self.total_hits + self.total_misses;
-        (lookups > 0).then(|| self.total_hits as f64 / lookups as f64)
-    }
-}
-
-/// What a cache or pool did when the pressure level it obeys changed, for the
-/// [`on_shed`](CacheBuilder::on_shed) hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShedReport {
-    /// The component the cache or pool belongs to.
-    pub component: ComponentId,
-    /// The level before.
-    pub previous: Level,
-    /// The level now.
-    pub level: Level,
-    /// Entries (idle objects, for a pool) held before.
-    pub entries_before: u64,
-    /// Their weight before (for a pool, their number).
-    pub weight_before: u64,
-    /// Entries held after.
-    pub entries_after: u64,
-    /// Their weight after.
-    pub weight_after: u64,
-    /// Entries shed.
-    pub shed: u64,
-}
-
-impl fmt::Display for ShedReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} -> {}: shed {} of {} entries, weight {} -> {}",
-            self.component.name(),
-            self.previous,
-            self.level,
-            self.shed,
-            self.entries_before,
-            self.weight_before,
-            self.weight_after
-        )
     }
 }

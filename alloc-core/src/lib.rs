@@ -73,7 +73,7 @@ pub use budget::{
     budget, budget_stats, process_limits, set_budget, set_component_budget, set_process_limits,
     BudgetExceeded, BudgetStats, LimitError, Limits, Scope, CREDIT_CHUNK, MAX_CREDIT, NEAR_LIMIT,
 };
-pub use cache::{BoundedCache, CacheBuilder, CacheRefusal, CacheStats, RefusalCause, ShedReport};
+pub use cache::{BoundedCache, CacheBuilder, CacheRefusal, CacheStats, RefusalCause};
 pub use config::{
     init, parse_budgets, parse_decay, parse_env_var, parse_interval, parse_size, parse_switch,
     parse_thresholds, parse_with, unknown_variable, ConfigError, ConfigErrors, DecaySetting,
@@ -113,7 +113,7 @@ pub use scope::{
     InComponent, ScopeError, ScopeGuard, Scoped,
 };
 pub use shed_registry::{caches, pools};
-pub use shedding::{shedding_level, Shedding, SheddingError};
+pub use shedding::{shedding_level, ShedReport, Shedding, SheddingError};
 pub use stats::{
     component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, try_snapshot,
     ComponentStats, GlobalStats, Snapshot,

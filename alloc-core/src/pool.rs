@@ -1,12 +1,12 @@
 //! [`Pool`]: reusable objects (buffers, scratch structures) that belong to a component, with a
 //! bounded number kept idle, fewer while memory is under pressure.
 
-use crate::cache::ShedReport;
 use crate::owned_lock::{OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
 use crate::shed_registry::{self, Figures, Shed};
+use crate::shedding::ShedReport;
 use crate::shedding::{self, Shedding};
 use std::any::Any;
 use std::fmt;

@@ -127,6 +127,45 @@ pub fn shedding_level(component: ComponentId) -> Level {
     level(Scope::Process).max(level(Scope::Component(component)))
 }
 
+/// What a cache or pool did when the pressure level it obeys changed, for the
+/// [`on_shed`](crate::CacheBuilder::on_shed) hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShedReport {
+    /// The component the cache or pool belongs to.
+    pub component: ComponentId,
+    /// The level before.
+    pub previous: Level,
+    /// The level now.
+    pub level: Level,
+    /// Entries (idle objects, for a pool) held before.
+    pub entries_before: u64,
+    /// Their weight before (for a pool, their number).
+    pub weight_before: u64,
+    /// Entries held after.
+    pub entries_after: u64,
+    /// Their weight after.
+    pub weight_after: u64,
+    /// Entries shed.
+    pub shed: u64,
+}
+
+impl fmt::Display for ShedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}: shed {} of {} entries, weight {} -> {}",
+            self.component.name(),
+            self.previous,
+            self.level,
+            self.shed,
+            self.entries_before,
+            self.weight_before,
+            self.weight_after
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

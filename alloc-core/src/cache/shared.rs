@@ -1,0 +1,262 @@
+//! The state a [`BoundedCache`](super::BoundedCache) shares with memgov's monitor: its entries
+//! and figures behind one lock, and what it does when its level changes, a sweep comes due, or the
+//! process forks.
+
+use super::lru::Lru;
+use super::CacheStats;
+use crate::owned_lock::{OwnedGuard, OwnedLock};
+use crate::pressure::Level;
+use crate::registry::ComponentId;
+use crate::scope::try_enter;
+use crate::shed_registry::{Figures, Shed};
+use crate::shedding::{self, ShedReport, Shedding};
+use std::any::Any;
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+pub(super) type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
+
+/// The cache itself, shared by its handle, the monitor's callback and sweep (weakly), and the
+/// fork handler: its settings, and its state behind one lock.
+pub(super) struct Shared<K, V> {
+    pub(super) name: &'static str,
+    pub(super) component: ComponentId,
+    pub(super) max_weight: u64,
+    /// How long an entry lives after its insert (or its last replacement), in nanoseconds.
+    pub(super) ttl: Option<u64>,
+    /// The clock entries are born by: nanoseconds since this instant.
+    pub(super) clock: Instant,
+    pub(super) shedding: Shedding,
+    pub(super) weigher: Option<Weigher<K, V>>,
+    pub(super) on_shed: Option<ShedHook>,
+    pub(super) state: OwnedLock<State<K, V>>,
+}
+
+/// What the cache's lock guards: the entries, the level obeyed, and the counts.
+pub(super) struct State<K, V> {
+    pub(super) lru: Lru<K, V>,
+    /// The level the cache obeys.
+    pub(super) level: Level,
+    /// The weight the cache held when the level last left Normal: what the shedding fractions
+    /// are fractions of.
+    pub(super) base: u64,
+    /// Set from a rise of the level until the monitor has shed down to the new bound. Meanwhile an
+    /// insert evicts only down to `max_weight`, so that what the rise cuts is shed (and reported)
+    /// by the monitor, not taken by whichever insert comes first.
+    pub(super) shed_pending: bool,
+    pub(super) hits: u64,
+    pub(super) misses: u64,
+    pub(super) inserts: u64,
+    pub(super) evictions: u64,
+    pub(super) shed: u64,
+    pub(super) refused: u64,
+    pub(super) expired: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+    pub(super) fn lock(&self) -> OwnedGuard<'_, State<K, V>> {
+        // Nothing user-supplied runs under this lock but `with`'s closure and clones, and every
+        // change to the state is complete before either runs: a poisoned lock's data is sound.
+        self.state.lock()
+    }
+
+    pub(super) fn stats(&self) -> CacheStats {
+        let st = self.lock();
+        CacheStats {
+            name: self.name,
+            component: self.component,
+            live_entries: st.lru.len() as u64,
+            live_weight: st.lru.weight(),
+            max_weight: self.max_weight,
+            bound: self.bound(&st),
+            level: st.level,
+            total_hits: st.hits,
+            total_misses: st.misses,
+            total_inserts: st.inserts,
+            total_evictions: st.evictions,
+            total_shed: st.shed,
+            total_refused: st.refused,
+            total_expired: st.expired,
+        }
+    }
+
+    /// Now, by the cache's clock (0 without a time to live: nothing is read then).
+    pub(super) fn now(&self) -> u64 {
+        match self.ttl {
+            Some(_) => u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            None => 0,
+        }
+    }
+
+    /// The latest birth that has expired by now; `None` when nothing can have (no time to live,
+    /// or the cache is younger than it).
+    fn expiry_deadline(&self) -> Option<u64> {
+        self.now().checked_sub(self.ttl?)
+    }
+
+    /// The lock, once the entry under `key` is gone if it has expired; that entry is returned, to
+    /// be dropped after the lock.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn lock_unexpired<Q>(&self, key: &Q) -> (OwnedGuard<'_, State<K, V>>, Option<(K, V)>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut st = self.lock();
+        let expired = self
+            .expiry_deadline()
+            .and_then(|deadline| st.lru.remove_if_born_by(key, deadline));
+        if expired.is_some() {
+            st.expired += 1;
+        }
+        (st, expired)
+    }
+
+    /// Drops every expired entry, one per lock (the monitor's periodic task).
+    pub(super) fn sweep(&self) {
+        let mut swept = false;
+        while let Some(entry) = {
+            let mut st = self.lock();
+            let entry = self
+                .expiry_deadline()
+                .and_then(|deadline| st.lru.pop_born_by(deadline));
+            st.expired += entry.is_some() as u64;
+            entry
+        } {
+            drop(entry);
+            swept = true;
+        }
+        if swept {
+            let level = self.lock().level;
+            self.give_back_room(level);
+        }
+    }
+
+    pub(super) fn weigh(&self, key: &K, value: &V) -> u64 {
+        self.weigher.as_ref().map_or(1, |w| w(key, value))
+    }
+
+    /// The most the cache may weigh now: `max_weight`, capped under pressure unless the level's
+    /// fraction keeps everything (then pressure leaves the cache alone).
+    pub(super) fn bound(&self, st: &State<K, V>) -> u64 {
+        if self.shedding.kept(st.level) >= 1.0 {
+            self.max_weight
+        } else {
+            self.max_weight.min(self.shedding.keep(st.level, st.base))
+        }
+    }
+
+    /// Takes out the least recently used entry if the cache weighs more than `limit`, counting an
+    /// eviction. One entry per lock, so that values are dropped outside it.
+    pub(super) fn pop_above(&self, limit: u64) -> Option<(K, V)> {
+        let mut st = self.lock();
+        if st.lru.weight() <= limit {
+            return None;
+        }
+        st.evictions += 1;
+        st.lru.pop_oldest()
+    }
+
+    /// Takes out the least recently used entry if the cache weighs more than its bound, counting
+    /// it as shed; once it does not, the shedding is over. One entry per lock, as `pop_above`.
+    fn shed_one(&self) -> Option<(K, V)> {
+        let mut st = self.lock();
+        if st.lru.weight() <= self.bound(&st) {
+            st.shed_pending = false;
+            return None;
+        }
+        st.shed += 1;
+        st.lru.pop_oldest()
+    }
+}
+
+/// A cache's lock held for the fork handler, with the cache kept alive while it is.
+struct HeldForFork<K: 'static, V: 'static> {
+    // Declared first, so dropped (the lock released) before `_shared` lets the cache go.
+    _guard: OwnedGuard<'static, State<K, V>>,
+    _shared: Arc<Shared<K, V>>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K, V> {
+    fn figures(&self) -> Option<Figures> {
+        (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
+    }
+
+    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
+        if self.state.held_here() {
+            return None;
+        }
+        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
+        // its second field; its first, the guard, is dropped before it. So the borrow, made
+        // `'static` here, never outlives the lock it borrows.
+        let state: &'static OwnedLock<State<K, V>> = unsafe { &*std::ptr::addr_of!(self.state) };
+        Some(Box::new(HeldForFork {
+            _guard: state.lock(),
+            _shared: self,
+        }))
+    }
+
+    fn refresh_level(&self) {
+        let (previous, level, entries_before, weight_before) = {
+            let mut st = self.lock();
+            let level = shedding::shedding_level(self.component);
+            if st.level == level {
+                return;
+            }
+            if st.level == Level::Normal {
+                st.base = st.lru.weight();
+            }
+            let previous = std::mem::replace(&mut st.level, level);
+            st.shed_pending = level > previous;
+            (previous, level, st.lru.len(), st.lru.weight())
+        };
+        // The bound is read afresh for each entry: inserts and another refresh may run alongside.
+        let mut shed = 0;
+        while let Some(entry) = self.shed_one() {
+            drop(entry);
+            shed += 1;
+        }
+        self.give_back_room(level);
+        if let Some(hook) = &self.on_shed {
+            let st = self.lock();
+            let report = ShedReport {
+                component: self.component,
+                previous,
+                level,
+                entries_before: entries_before as u64,
+                weight_before,
+                entries_after: st.lru.len() as u64,
+                weight_after: st.lru.weight(),
+                shed,
+            };
+            drop(st);
+            hook(&report);
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+    /// After shedding or a sweep: an empty cache lets go of its structures; a mostly empty one
+    /// moves into smaller ones (an allocation in the cache's component, fallible: skipped if a
+    /// hard limit refuses it; and never at Critical, where one would be).
+    fn give_back_room(&self, level: Level) {
+        let _scope = try_enter(self.component).ok();
+        let old = {
+            let mut st = self.lock();
+            if st.lru.len() == 0 {
+                std::mem::take(&mut st.lru)
+            } else if level < Level::Critical && st.lru.is_sparse() {
+                match st.lru.compacted() {
+                    Some(fresh) => std::mem::replace(&mut st.lru, fresh),
+                    None => return,
+                }
+            } else {
+                return;
+            }
+        };
+        drop(old);
+    }
+}
