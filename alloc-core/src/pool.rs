@@ -6,8 +6,7 @@ use crate::pressure::Level;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
 use crate::shed_registry::{self, Figures, Shed};
-use crate::shedding::ShedReport;
-use crate::shedding::{self, Shedding};
+use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use std::any::Any;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -16,7 +15,6 @@ use std::sync::Arc;
 
 type Make<T> = Box<dyn Fn() -> T + Send + Sync>;
 type Reset<T> = Box<dyn Fn(&mut T) -> bool + Send + Sync>;
-type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
 
 /// The most idle objects a pool reserves room for when it is built; past that its idle list grows
 /// as objects come back.
@@ -149,7 +147,7 @@ impl<T: Send + 'static> PoolBuilder<T> {
             reset: self.reset,
             on_shed: self.on_shed,
             state: OwnedLock::new(State {
-                idle: Vec::with_capacity(self.max_idle.min(RESERVED_IDLE)),
+                idle: reserved_idle(self.max_idle),
                 level: shedding::shedding_level(self.component),
                 closed: false,
                 out: 0,
@@ -168,6 +166,14 @@ impl<T: Send + 'static> PoolBuilder<T> {
             registration,
         }
     }
+}
+
+/// An idle list with room for `max_idle` objects (at most [`RESERVED_IDLE`]), reserved fallibly:
+/// without the room it starts empty and grows as objects come back, or they are dropped.
+fn reserved_idle<T>(max_idle: usize) -> Vec<T> {
+    let mut idle = Vec::new();
+    let _ = idle.try_reserve_exact(max_idle.min(RESERVED_IDLE));
+    idle
 }
 
 impl<T: Send + 'static> Pool<T> {

@@ -127,6 +127,9 @@ pub fn shedding_level(component: ComponentId) -> Level {
     level(Scope::Process).max(level(Scope::Component(component)))
 }
 
+/// The hook a cache or pool calls with its [`ShedReport`] after a change of level.
+pub(crate) type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
+
 /// What a cache or pool did when the pressure level it obeys changed, for the
 /// [`on_shed`](crate::CacheBuilder::on_shed) hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use crate::pressure::Level;
 use crate::registry::ComponentId;
 use crate::scope::try_enter;
 use crate::shed_registry::{Figures, Shed};
-use crate::shedding::{self, ShedReport, Shedding};
+use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use std::any::Any;
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(super) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
-pub(super) type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
 
 /// The cache itself, shared by its handle, the monitor's callback and sweep (weakly), and the
 /// fork handler: its settings, and its state behind one lock.
