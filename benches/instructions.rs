@@ -18,7 +18,9 @@
 use memgov::{Governor, Jemalloc};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::process::Command;
+
+#[path = "support/cachegrind.rs"]
+mod cachegrind;
 
 static RAW_JEMALLOC: Jemalloc = Jemalloc;
 static GOV_JEMALLOC: Governor<Jemalloc> = Governor::with_inner(Jemalloc);
@@ -103,40 +105,6 @@ fn churn_loop(a: Alloc, ops: u64) {
     }
 }
 
-/// What cachegrind counted for one run of this binary in `loop` mode: instructions, L1 data
-/// misses, mispredicted branches.
-fn count(exe: &str, name: &str, case: usize, ops: u64) -> Result<[u64; 3], String> {
-    let out = Command::new("valgrind")
-        .args([
-            "--tool=cachegrind",
-            "--cache-sim=yes",
-            "--branch-sim=yes",
-            "--cachegrind-out-file=/dev/null",
-            exe,
-        ])
-        .args(["loop", name, &case.to_string(), &ops.to_string()])
-        .output()
-        .map_err(|e| format!("valgrind: {e}"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!("valgrind failed ({}): {stderr}", out.status));
-    }
-    // "==123== I   refs:      88,450,572", "==123== D1  misses:   314,693  ( ...", ...
-    let field = |label: &str| -> Result<u64, String> {
-        stderr
-            .lines()
-            .find_map(|l| l.split_once(label))
-            .and_then(|(_, rest)| rest.split_whitespace().next().map(|n| n.replace(',', "")))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("no {label:?} in valgrind's output: {stderr}"))
-    };
-    Ok([
-        field("I   refs:")?,
-        field("D1  misses:")?,
-        field("Mispredicts:")?,
-    ])
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("loop") {
@@ -152,7 +120,7 @@ fn main() {
         }
         return;
     }
-    if Command::new("valgrind").arg("--version").output().is_err() {
+    if !cachegrind::available() {
         println!("instructions: valgrind is not installed; nothing measured");
         return;
     }
@@ -166,8 +134,10 @@ fn main() {
     for case in CASES {
         let mut raw = 0.0;
         for (name, _) in ALLOCATORS {
-            let counts: Result<Vec<[u64; 3]>, String> =
-                OPS.iter().map(|&n| count(&exe, name, case, n)).collect();
+            let counts: Result<Vec<[u64; 3]>, String> = OPS
+                .iter()
+                .map(|&n| cachegrind::count(&exe, &[name, &case.to_string(), &n.to_string()]))
+                .collect();
             let counts = counts.unwrap_or_else(|e| panic!("{name} case {case}: {e}"));
             let per_op = |i: usize| (counts[1][i] - counts[0][i]) as f64 / (OPS[1] - OPS[0]) as f64;
             if RAW.contains(&name) {
