@@ -518,7 +518,6 @@ pub struct PoolStats {
 impl PoolStats {
     /// Hits over `get`s; `None` before the first `get`.
     pub fn hit_ratio(&self) -> Option<f64> {
-        let gets = self.total_hits + self.total_misses;
-        (gets > 0).then(|| self.total_hits as f64 / gets as f64)
+        shedding::hit_ratio(self.total_hits, self.total_misses)
     }
 }

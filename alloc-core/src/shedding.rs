@@ -127,6 +127,12 @@ pub fn shedding_level(component: ComponentId) -> Level {
     level(Scope::Process).max(level(Scope::Component(component)))
 }
 
+/// `hits` over `hits + misses`; `None` when both are 0 (a cache's or pool's hit ratio).
+pub(crate) fn hit_ratio(hits: u64, misses: u64) -> Option<f64> {
+    let tries = hits + misses;
+    (tries > 0).then(|| hits as f64 / tries as f64)
+}
+
 /// The hook a cache or pool calls with its [`ShedReport`] after a change of level.
 pub(crate) type ShedHook = Box<dyn Fn(&ShedReport) + Send + Sync>;
 

@@ -40,7 +40,6 @@ pub struct CacheStats {
 impl CacheStats {
     /// Hits over lookups; `None` before the first lookup.
     pub fn hit_ratio(&self) -> Option<f64> {
-        let lookups = self.total_hits + self.total_misses;
-        (lookups > 0).then(|| self.total_hits as f64 / lookups as f64)
+        crate::shedding::hit_ratio(self.total_hits, self.total_misses)
     }
 }
