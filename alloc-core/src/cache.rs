@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 ///   component they were allocated in (memgov credits every free to the allocating component).
 /// - **A bound.** Each entry has a weight (1 unless the builder was given a
 ///   [weigher](CacheBuilder::weigher), say the bytes a value holds), and an insert evicts the
-///   least recently used entries until the total is within [`max_weight`](CacheBuilder::max_weight).
+///   least recently used entries until the total is within
+///   [`max_weight`](CacheBuilder::max_weight).
 /// - **Pressure.** The cache obeys the higher of the process's and its component's pressure level
 ///   ([`shedding_level`](crate::shedding_level)). When the level rises it sheds, on memgov's
 ///   monitor thread, down to the fraction of what it held when the pressure began that its
@@ -281,11 +282,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
-        let (st, expired) = self.shared.lock_unexpired(key);
-        let value = st.lru.peek(key).cloned();
-        drop(st);
-        drop(expired);
-        value
+        self.peek_with(key, V::clone)
     }
 
     /// Whether an entry is under `key` (neither its order nor the counts change).
@@ -294,11 +291,21 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.peek_with(key, |_| ()).is_some()
+    }
+
+    /// `f` of the value under `key`, under the lock, leaving the order and the counts alone; an
+    /// expired entry is dropped after the lock.
+    fn peek_with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (st, expired) = self.shared.lock_unexpired(key);
-        let found = st.lru.peek(key).is_some();
+        let result = st.lru.peek(key).map(f);
         drop(st);
         drop(expired);
-        found
+        result
     }
 
     /// Inserts `value` under `key` as the most recently used entry, evicting the least recently

@@ -60,13 +60,13 @@ thread_local! {
 /// Takes every lock memgov takes off the allocation path, so that none is held by another thread
 /// at the fork: one held then would stay held for ever in the child, where its holder does not
 /// exist (a child that read jemalloc's statistics while another thread of its parent did hung
-/// on 40 forks of 40). The order is the one the locks nest in: every live cache's and pool's
-/// (the monitor sheds under them; code under one may call memgov), the responder's state (held while
+/// on 40 forks of 40). The order is the one the locks nest in: every live cache's and pool's (the
+/// monitor sheds under them; code under one may call memgov), the responder's state (held while
 /// it starts monitor tasks and reads and sets jemalloc's controls), the list of live caches and
 /// pools (held while the first of them registers its pressure callback), the monitor's start,
 /// callback and task lists, the registry's insertions, limit stores, jemalloc's statistics epoch
-/// and its hook installation. A periodic task's own locks are left out: the thread that forks may be
-/// running a task.
+/// and its hook installation. A periodic task's own locks are left out: the thread that forks may
+/// be running a task.
 extern "C" fn prepare() {
     // Tuple fields are evaluated, and so the locks taken, left to right.
     let held = (

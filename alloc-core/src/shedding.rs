@@ -12,15 +12,16 @@ use std::sync::atomic::Ordering::Relaxed;
 /// and at Critical.
 ///
 /// A [`BoundedCache`](crate::BoundedCache) takes the fractions of what it held when the pressure
-/// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`. While the level stays up, what
-/// is kept is also the most it may hold, so shed memory does not grow straight back; back at
+/// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`. While the level stays up,
+/// what is kept is also the most it may hold, so shed memory does not grow straight back; back at
 /// Normal the configured bounds apply again. A fraction of 1 leaves it alone at that level:
 /// nothing shed, nothing capped.
 ///
 /// ```
 /// use alloc_core::{Level, Shedding};
 /// let s = Shedding::default();
-/// assert_eq!((s.kept(Level::Normal), s.kept(Level::Warning), s.kept(Level::Critical)), (1.0, 0.5, 0.0));
+/// let kept = [Level::Normal, Level::Warning, Level::Critical].map(|l| s.kept(l));
+/// assert_eq!(kept, [1.0, 0.5, 0.0]);
 /// let gentle = Shedding::new(0.75, 0.25).unwrap();
 /// assert!(Shedding::new(0.25, 0.75).is_err()); // keeps more at Critical than at Warning
 /// # let _ = gentle;

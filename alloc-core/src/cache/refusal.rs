@@ -5,8 +5,9 @@ use crate::pressure::Level;
 use crate::registry::ComponentId;
 use std::fmt;
 
-/// An entry a [`BoundedCache`](super::BoundedCache) would not take: it alone weighs more than the cache's bound, or the
-/// cache could not get the memory to hold it. Holds the key and value, handed back.
+/// An entry a [`BoundedCache`](super::BoundedCache) would not take: it alone weighs more than the
+/// cache's bound, or the cache could not get the memory to hold it. Holds the key and value,
+/// handed back.
 ///
 /// ```
 /// # #[global_allocator]

@@ -7,7 +7,8 @@ use crate::registry::ComponentId;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// The name the cache goes by ([`CacheBuilder::name`](super::CacheBuilder::name); its component's, by default).
+    /// The name the cache goes by ([`CacheBuilder::name`](super::CacheBuilder::name); its
+    /// component's, by default).
     pub name: &'static str,
     /// The component the cache belongs to.
     pub component: ComponentId,
@@ -27,13 +28,15 @@ pub struct CacheStats {
     pub total_misses: u64,
     /// Entries inserted (replacements included).
     pub total_inserts: u64,
-    /// Entries evicted to stay within the bound, or by [`BoundedCache::trim_to`](super::BoundedCache::trim_to).
+    /// Entries evicted to stay within the bound, or by
+    /// [`BoundedCache::trim_to`](super::BoundedCache::trim_to).
     pub total_evictions: u64,
     /// Entries shed because memory came under pressure.
     pub total_shed: u64,
     /// Inserts refused (an entry heavier than the bound, or no memory to hold it).
     pub total_refused: u64,
-    /// Entries that outlived their time to live ([`CacheBuilder::time_to_live`](super::CacheBuilder::time_to_live)).
+    /// Entries that outlived their time to live
+    /// ([`CacheBuilder::time_to_live`](super::CacheBuilder::time_to_live)).
     pub total_expired: u64,
 }
 
