@@ -1,12 +1,14 @@
 //! [`OwnedLock`]: a mutex that knows whether the calling thread holds it, so that the fork
 //! handler can take every cache's and pool's lock except one the forking thread holds already
 //! (it forks from inside a cache's `with` closure, say), which it would otherwise wait for
-//! for ever.
+//! for ever. A holder may also wait on a condition variable, which releases the lock meanwhile.
 
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// A mutex whose holder is known.
 pub(crate) struct OwnedLock<T> {
@@ -61,6 +63,34 @@ impl<T> OwnedLock<T> {
     }
 }
 
+impl<'a, T> OwnedGuard<'a, T> {
+    /// Releases the lock and waits on `condvar` until notified (or `timeout` passed, when given),
+    /// then takes the lock back; the flag says whether the wait timed out. While it waits, the
+    /// calling thread does not hold the lock (the fork handler may take it).
+    pub(crate) fn wait(self, condvar: &Condvar, timeout: Option<Duration>) -> (Self, bool) {
+        let holder = self.holder;
+        holder.store(0, Relaxed);
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so its mutex guard is moved out exactly
+        // once; the holder was cleared above, as `Drop` would have.
+        let guard = unsafe { std::ptr::read(&this.guard) };
+        let (guard, timed_out) = match timeout {
+            None => (
+                condvar.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                false,
+            ),
+            Some(timeout) => {
+                let (guard, result) = condvar
+                    .wait_timeout(guard, timeout)
+                    .unwrap_or_else(|e| e.into_inner());
+                (guard, result.timed_out())
+            }
+        };
+        holder.store(thread_token(), Relaxed);
+        (OwnedGuard { guard, holder }, timed_out)
+    }
+}
+
 impl<T> Drop for OwnedGuard<'_, T> {
     fn drop(&mut self) {
         self.holder.store(0, Relaxed);
@@ -98,5 +128,32 @@ mod tests {
         drop(g);
         assert!(!lock.held_here());
         assert_eq!(*lock.lock(), 1);
+    }
+
+    #[test]
+    fn a_waiting_thread_does_not_hold_the_lock() {
+        use std::sync::Arc;
+        let shared = Arc::new((OwnedLock::new(false), Condvar::new()));
+        let (lock, _) = &*shared;
+        let (g, timed_out) = lock.lock().wait(&shared.1, Some(Duration::from_millis(1)));
+        assert!(timed_out && lock.held_here());
+        drop(g);
+        let waiter = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let (lock, condvar) = &*shared;
+                let mut g = lock.lock();
+                while !*g {
+                    g = g.wait(condvar, None).0;
+                }
+                lock.held_here()
+            })
+        };
+        // The waiter is parked in `wait` (or not yet started): either way this thread can take
+        // the lock, and the waiter holds it again once woken.
+        *lock.lock() = true;
+        shared.1.notify_all();
+        assert!(waiter.join().unwrap());
+        assert!(!lock.held_here());
     }
 }
