@@ -35,8 +35,9 @@
 //! * `stats`: reading the figures.
 //! * `budget`, `reservation`: hard and soft limits, per-thread credit, the admission API.
 //! * `pressure`, `monitor`: pressure levels, and the thread that runs callbacks and tasks.
-//! * `cache`, `pool`, `shedding`, `shed_registry`: a bounded LRU cache and an object pool that
-//!   belong to a component and shed under pressure, and the list of the live ones.
+//! * `cache`, `pool`, `queue`, `shedding`, `shed_registry`: a bounded LRU cache, an object pool
+//!   and a bounded queue that belong to a component and shed under pressure, and the list of the
+//!   live ones.
 //! * `emergency_reserve`: the slice of the process's hard limit kept for the threads that react
 //!   to pressure.
 //! * `config`: the `MEMGOV_*` environment variables.
@@ -58,6 +59,7 @@ mod monitor;
 mod owned_lock;
 mod pool;
 mod pressure;
+mod queue;
 mod registry;
 mod reservation;
 #[cfg(feature = "jemalloc")]
@@ -98,6 +100,9 @@ pub use pressure::{
     component_pressure, dropped_events, pressure, set_thresholds, thresholds, EventKind, Level,
     PressureEvent, ThresholdError, Thresholds,
 };
+pub use queue::{
+    BoundedQueue, Overflow, PopTimeoutError, PushError, PushRefusal, QueueBuilder, QueueStats,
+};
 pub use registry::{
     component, lookup_component, refused_names, registered_components, try_component, ComponentId,
     NameError, CAPACITY, MAX_NAME_LEN,
@@ -112,7 +117,7 @@ pub use scope::{
     component_scope, current_component, scope_depth, scoped, try_component_scope, try_enter,
     InComponent, ScopeError, ScopeGuard, Scoped,
 };
-pub use shed_registry::{caches, pools};
+pub use shed_registry::{caches, pools, queues};
 pub use shedding::{shedding_level, ShedReport, Shedding, SheddingError};
 pub use stats::{
     component_stats, flush_thread, global_stats, shadow_resident_bytes, snapshot, try_snapshot,

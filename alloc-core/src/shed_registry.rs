@@ -1,8 +1,8 @@
-//! The live caches and pools: how they hear that the pressure changed, and how their figures are
-//! listed ([`caches`], [`pools`]).
+//! The live caches, pools and queues: how they hear that the pressure changed, and how their
+//! figures are listed ([`caches`], [`pools`], [`queues`]).
 //!
-//! Each [`BoundedCache`](crate::BoundedCache) and [`Pool`](crate::Pool) registers here when it is
-//! built and leaves when it is dropped. The registry holds them weakly. One pressure callback,
+//! Each [`BoundedCache`](crate::BoundedCache), [`Pool`](crate::Pool) and
+//! [`BoundedQueue`](crate::BoundedQueue) registers here when it is built and leaves when it is dropped. The registry holds them weakly. One pressure callback,
 //! registered with the first of them, has every live one whose level may have changed (all of
 //! them for a process event, those of the component for a component event) read its level again,
 //! on the monitor thread, outside the registry's lock. The registry and the callback are memgov's
@@ -12,13 +12,14 @@ use crate::budget::Scope;
 use crate::cache::CacheStats;
 use crate::pool::PoolStats;
 use crate::pressure::PressureEvent;
+use crate::queue::QueueStats;
 use crate::registry::ComponentId;
 use std::any::Any;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-/// What a cache or pool tells the registry.
+/// What a cache, pool or queue tells the registry.
 pub(crate) trait Shed: Send + Sync {
     /// Reads the level it obeys ([`shedding_level`](crate::shedding_level)) again, under its own
     /// lock so that racing calls end with the latest reading, and sheds if it rose. A call that
@@ -34,10 +35,11 @@ pub(crate) trait Shed: Send + Sync {
     fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>>;
 }
 
-/// A cache's or a pool's figures.
+/// A cache's, a pool's or a queue's figures.
 pub(crate) enum Figures {
     Cache(CacheStats),
     Pool(PoolStats),
+    Queue(QueueStats),
 }
 
 struct Entry {
@@ -159,12 +161,17 @@ fn deliver(event: &PressureEvent) {
 /// assert!(!alloc_core::caches().iter().any(|c| c.name == "listed"));
 /// ```
 pub fn caches() -> Vec<CacheStats> {
+    figures(|f| match f {
+        Figures::Cache(c) => Some(c),
+        _ => None,
+    })
+}
+
+/// The figures `pick` keeps, of every live target whose lock the calling thread does not hold.
+fn figures<S>(pick: impl Fn(Figures) -> Option<S>) -> Vec<S> {
     live(|_| true)
         .iter()
-        .filter_map(|t| match t.figures()? {
-            Figures::Cache(c) => Some(c),
-            Figures::Pool(_) => None,
-        })
+        .filter_map(|t| pick(t.figures()?))
         .collect()
 }
 
@@ -179,11 +186,27 @@ pub fn caches() -> Vec<CacheStats> {
 /// # drop(pool);
 /// ```
 pub fn pools() -> Vec<PoolStats> {
-    live(|_| true)
-        .iter()
-        .filter_map(|t| match t.figures()? {
-            Figures::Pool(p) => Some(p),
-            Figures::Cache(_) => None,
-        })
-        .collect()
+    figures(|f| match f {
+        Figures::Pool(p) => Some(p),
+        _ => None,
+    })
+}
+
+/// The figures of every live [`BoundedQueue`](crate::BoundedQueue), in the order they were built.
+///
+/// ```
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+/// #     alloc_core::Governor::with_inner(std::alloc::System);
+/// let queue = alloc_core::BoundedQueue::<u64>::new("doc-listed-queue", 16);
+/// queue.push(1).unwrap();
+/// let listed = alloc_core::queues();
+/// assert!(listed.iter().any(|q| q.name == "doc-listed-queue" && q.live_entries == 1));
+/// # drop(queue);
+/// ```
+pub fn queues() -> Vec<QueueStats> {
+    figures(|f| match f {
+        Figures::Queue(q) => Some(q),
+        _ => None,
+    })
 }

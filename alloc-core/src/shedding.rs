@@ -1,5 +1,5 @@
-//! How much a [`BoundedCache`](crate::BoundedCache) or a [`Pool`](crate::Pool) keeps while memory
-//! is under pressure, and which level it obeys: the higher of the process's and its own
+//! How much a [`BoundedCache`](crate::BoundedCache), a [`Pool`](crate::Pool) or a
+//! [`BoundedQueue`](crate::BoundedQueue) keeps while memory is under pressure, and which level it obeys: the higher of the process's and its own
 //! component's ([`shedding_level`]). How they hear of a change is `shed_registry`'s part.
 
 use crate::budget::Scope;
@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering::Relaxed;
 /// and at Critical.
 ///
 /// A [`BoundedCache`](crate::BoundedCache) takes the fractions of what it held when the pressure
-/// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`. While the level stays up,
+/// began (it left Normal); a [`Pool`](crate::Pool) of its `max_idle`; a
+/// [`BoundedQueue`](crate::BoundedQueue) of its capacity and `max_weight`. While the level stays up,
 /// what is kept is also the most it may hold, so shed memory does not grow straight back; back at
 /// Normal the configured bounds apply again. A fraction of 1 leaves it alone at that level:
 /// nothing shed, nothing capped.
@@ -38,6 +39,14 @@ impl Shedding {
     pub const DEFAULT: Shedding = Shedding {
         warning: 0.5,
         critical: 0.0,
+    };
+
+    /// Half kept at Warning, a quarter at Critical: the fractions
+    /// [`adaptive_size`](crate::adaptive_size) scales a buffer by, and a
+    /// [`BoundedQueue`](crate::BoundedQueue)'s default.
+    pub const ADAPTIVE: Shedding = Shedding {
+        warning: 0.5,
+        critical: 0.25,
     };
 
     /// Pressure ignored: nothing shed and nothing capped at any level.
@@ -204,5 +213,6 @@ mod tests {
         assert_eq!(s.keep(Level::Warning, u64::MAX), u64::MAX);
         assert_eq!(s.keep(Level::Critical, u64::MAX), 0);
         assert_eq!(Shedding::NEVER.keep(Level::Critical, 1 << 60), 1 << 60);
+        assert_eq!(Shedding::ADAPTIVE.keep(Level::Critical, 1024), 256);
     }
 }

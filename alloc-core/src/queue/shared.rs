@@ -1,0 +1,381 @@
+//! What a [`BoundedQueue`](super::BoundedQueue)'s handle shares with the registry: its settings,
+//! its entries under one lock, the two condition variables its waiters park on, and how it
+//! sheds when the pressure level it obeys changes.
+
+use super::refusal::{PopTimeoutError, PushError, PushRefusal};
+use super::{Overflow, QueueStats};
+use crate::owned_lock::{OwnedGuard, OwnedLock};
+use crate::pressure::Level;
+use crate::registry::ComponentId;
+use crate::scope::try_enter;
+use crate::shed_registry::{Figures, Shed};
+use crate::shedding::{self, ShedHook, ShedReport, Shedding};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar};
+use std::time::{Duration, Instant};
+
+pub(super) type Weigher<T> = Box<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// The smallest storage a queue allocates when its first entry comes.
+const FIRST_SLOTS: usize = 8;
+
+pub(super) struct Shared<T> {
+    pub(super) name: &'static str,
+    pub(super) component: ComponentId,
+    pub(super) capacity: usize,
+    pub(super) max_weight: u64,
+    pub(super) weigher: Option<Weigher<T>>,
+    pub(super) overflow: Overflow,
+    pub(super) shedding: Shedding,
+    pub(super) on_shed: Option<ShedHook>,
+    pub(super) state: OwnedLock<State<T>>,
+    /// Consumers wait here for an entry.
+    pub(super) not_empty: Condvar,
+    /// Producers of an [`Overflow::Block`] queue wait here for room.
+    pub(super) not_full: Condvar,
+}
+
+pub(super) struct State<T> {
+    pub(super) items: VecDeque<T>,
+    pub(super) weight: u64,
+    pub(super) level: Level,
+    pub(super) closed: bool,
+    /// Threads parked on `not_empty` and `not_full`: nobody is notified when nobody waits.
+    pub(super) consumers_waiting: u32,
+    pub(super) producers_waiting: u32,
+    pub(super) peak_entries: u64,
+    pub(super) pushed: u64,
+    pub(super) popped: u64,
+    pub(super) displaced: u64,
+    pub(super) refused: u64,
+    pub(super) waits: u64,
+    pub(super) shed: u64,
+}
+
+impl<T> State<T> {
+    pub(super) fn new(level: Level) -> Self {
+        State {
+            items: VecDeque::new(),
+            weight: 0,
+            level,
+            closed: false,
+            consumers_waiting: 0,
+            producers_waiting: 0,
+            peak_entries: 0,
+            pushed: 0,
+            popped: 0,
+            displaced: 0,
+            refused: 0,
+            waits: 0,
+            shed: 0,
+        }
+    }
+}
+
+/// How long a wait may still last: `None` for ever, else what is left before `deadline`
+/// (`Err` once it passed).
+fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>, ()> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => d.checked_duration_since(Instant::now()).map(Some).ok_or(()),
+    }
+}
+
+/// What a push does when the queue has no room: the queue's overflow policy, unless the push
+/// must not wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum WhenFull {
+    Overflow,
+    /// Refuse (`try_push` on an [`Overflow::Block`] queue).
+    Refuse,
+}
+
+impl<T> Shared<T> {
+    pub(super) fn lock(&self) -> OwnedGuard<'_, State<T>> {
+        // Every change is complete before user code (the weigher) can run under this lock, and
+        // the weigher runs before anything that depends on its answer changes.
+        self.state.lock()
+    }
+
+    pub(super) fn weigh(&self, value: &T) -> u64 {
+        self.weigher.as_ref().map_or(1, |w| w(value))
+    }
+
+    /// The most entries the queue holds at `level`: never fewer than one, so that a queue under
+    /// pressure still passes its values one at a time.
+    pub(super) fn bound(&self, level: Level) -> usize {
+        (self.shedding.keep(level, self.capacity as u64) as usize).max(1)
+    }
+
+    /// The most weight the queue holds at `level` (but an empty queue takes any value within
+    /// `max_weight`).
+    pub(super) fn weight_bound(&self, level: Level) -> u64 {
+        self.shedding.keep(level, self.max_weight)
+    }
+
+    /// Whether a value of `weight` fits now.
+    fn fits(&self, st: &State<T>, weight: u64) -> bool {
+        st.items.is_empty()
+            || (st.items.len() < self.bound(st.level)
+                && st.weight.saturating_add(weight) <= self.weight_bound(st.level))
+    }
+
+    fn refusal(
+        &self,
+        st: &mut State<T>,
+        value: T,
+        weight: u64,
+        cause: PushRefusal,
+    ) -> PushError<T> {
+        st.refused += 1;
+        PushError {
+            value,
+            component: self.component,
+            cause,
+            weight,
+            bound: self.bound(st.level) as u64,
+            level: st.level,
+        }
+    }
+
+    /// Pushes `value` (weighing `weight`), displacing, refusing or waiting when the queue is
+    /// full as its overflow policy (or `when_full`) says; waits no later than `deadline`.
+    pub(super) fn push(
+        &self,
+        value: T,
+        weight: u64,
+        when_full: WhenFull,
+        deadline: Option<Instant>,
+    ) -> Result<(), PushError<T>> {
+        // The storage grows inside the queue's component.
+        let _scope = try_enter(self.component).ok();
+        let mut st = self.lock();
+        if weight > self.max_weight {
+            return Err(self.refusal(&mut st, value, weight, PushRefusal::TooHeavy));
+        }
+        let mut waited = false;
+        loop {
+            if st.closed {
+                return Err(self.refusal(&mut st, value, weight, PushRefusal::Closed));
+            }
+            if self.fits(&st, weight) {
+                break;
+            }
+            match (self.overflow, when_full) {
+                (Overflow::DropOldest, _) => {
+                    // One entry out per lock, dropped outside it.
+                    let oldest = self.take_front(&mut st);
+                    st.displaced += 1;
+                    drop(st);
+                    drop(oldest);
+                    st = self.lock();
+                }
+                (Overflow::Reject, _) | (Overflow::Block, WhenFull::Refuse) => {
+                    return Err(self.refusal(&mut st, value, weight, PushRefusal::Full));
+                }
+                (Overflow::Block, WhenFull::Overflow) => {
+                    let Ok(timeout) = remaining(deadline) else {
+                        return Err(self.refusal(&mut st, value, weight, PushRefusal::TimedOut));
+                    };
+                    if !waited {
+                        st.waits += 1;
+                        waited = true;
+                    }
+                    st.producers_waiting += 1;
+                    st = st.wait(&self.not_full, timeout).0;
+                    st.producers_waiting -= 1;
+                }
+            }
+        }
+        if !self.make_room(&mut st) {
+            return Err(self.refusal(&mut st, value, weight, PushRefusal::NoMemory));
+        }
+        st.items.push_back(value);
+        st.weight += weight;
+        st.pushed += 1;
+        st.peak_entries = st.peak_entries.max(st.items.len() as u64);
+        if st.consumers_waiting > 0 {
+            self.not_empty.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Room for one more entry: the storage doubles (up to the capacity) when full, fallibly.
+    fn make_room(&self, st: &mut State<T>) -> bool {
+        let (len, slots) = (st.items.len(), st.items.capacity());
+        if len < slots {
+            return true;
+        }
+        let wanted = (slots * 2).max(FIRST_SLOTS).min(self.capacity.max(len + 1));
+        st.items.try_reserve_exact(wanted - len).is_ok()
+    }
+
+    /// Takes the oldest entry out; the queue must not be empty.
+    fn take_front(&self, st: &mut State<T>) -> Option<T> {
+        let weight = self.weigh(st.items.front()?);
+        st.weight = st.weight.saturating_sub(weight);
+        st.items.pop_front()
+    }
+
+    /// The oldest entry, waiting for one no later than `deadline` (`None`: for ever) when `wait`.
+    pub(super) fn pop(&self, wait: bool, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(value) = self.take_front(&mut st) {
+                st.popped += 1;
+                if st.producers_waiting > 0 {
+                    // All of them: a lighter value may fit where the first woken does not.
+                    self.not_full.notify_all();
+                }
+                return Ok(value);
+            }
+            if st.closed {
+                return Err(PopTimeoutError::Closed);
+            }
+            let timeout = match remaining(deadline) {
+                Ok(timeout) if wait => timeout,
+                _ => return Err(PopTimeoutError::TimedOut),
+            };
+            st.consumers_waiting += 1;
+            st = st.wait(&self.not_empty, timeout).0;
+            st.consumers_waiting -= 1;
+        }
+    }
+
+    /// Moves up to `max` entries, oldest first, into `out`; returns how many.
+    pub(super) fn drain_into(&self, max: usize, out: &mut impl Extend<T>) -> usize {
+        let mut st = self.lock();
+        let mut taken = 0;
+        while taken < max {
+            let Some(value) = self.take_front(&mut st) else {
+                break;
+            };
+            out.extend(Some(value));
+            taken += 1;
+        }
+        st.popped += taken as u64;
+        if taken > 0 && st.producers_waiting > 0 {
+            self.not_full.notify_all();
+        }
+        taken
+    }
+
+    /// Refuses every push from now on and wakes every waiter.
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    pub(super) fn stats(&self) -> QueueStats {
+        let st = self.lock();
+        QueueStats {
+            name: self.name,
+            component: self.component,
+            overflow: self.overflow,
+            live_entries: st.items.len() as u64,
+            live_weight: st.weight,
+            capacity: self.capacity as u64,
+            max_weight: self.max_weight,
+            bound: self.bound(st.level) as u64,
+            weight_bound: self.weight_bound(st.level),
+            level: st.level,
+            closed: st.closed,
+            peak_entries: st.peak_entries,
+            total_pushed: st.pushed,
+            total_popped: st.popped,
+            total_displaced: st.displaced,
+            total_refused: st.refused,
+            total_waits: st.waits,
+            total_shed: st.shed,
+        }
+    }
+
+    /// Takes out the oldest entry if the queue holds more than its bound allows.
+    fn pop_above_bound(&self) -> Option<T> {
+        let mut st = self.lock();
+        let over = st.items.len() > self.bound(st.level) || st.weight > self.weight_bound(st.level);
+        if !over || st.items.len() <= 1 {
+            return None;
+        }
+        st.shed += 1;
+        self.take_front(&mut st)
+    }
+}
+
+/// A queue's lock held for the fork handler, with the queue kept alive while it is.
+struct HeldForFork<T: 'static> {
+    // Declared first, so dropped (the lock released) before `_shared` lets the queue go.
+    _guard: OwnedGuard<'static, State<T>>,
+    _shared: Arc<Shared<T>>,
+}
+
+impl<T: Send + 'static> Shed for Shared<T> {
+    fn figures(&self) -> Option<Figures> {
+        (!self.state.held_here()).then(|| Figures::Queue(self.stats()))
+    }
+
+    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
+        if self.state.held_here() {
+            return None;
+        }
+        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
+        // its second field; its first, the guard, is dropped before it. So the borrow, made
+        // `'static` here, never outlives the lock it borrows.
+        let state: &'static OwnedLock<State<T>> = unsafe { &*std::ptr::addr_of!(self.state) };
+        Some(Box::new(HeldForFork {
+            _guard: state.lock(),
+            _shared: self,
+        }))
+    }
+
+    fn refresh_level(&self) {
+        let (previous, level, entries_before, weight_before) = {
+            let mut st = self.lock();
+            let level = shedding::shedding_level(self.component);
+            if st.level == level {
+                return;
+            }
+            let previous = std::mem::replace(&mut st.level, level);
+            if level < previous && st.producers_waiting > 0 {
+                // The bound rose: room for those who wait.
+                self.not_full.notify_all();
+            }
+            (previous, level, st.items.len() as u64, st.weight)
+        };
+        let mut shed = 0;
+        if self.overflow == Overflow::DropOldest {
+            // The policy that drops old entries for new ones drops them to the lowered bound
+            // too; the others keep what they hold, and take no more until it is under the bound.
+            while let Some(value) = self.pop_above_bound() {
+                drop(value);
+                shed += 1;
+            }
+        }
+        let (entries_after, weight_after) = {
+            let _scope = try_enter(self.component).ok();
+            let mut st = self.lock();
+            if level > previous {
+                // Storage beyond what the bound lets the queue hold is memory nobody may use.
+                let keep = st.items.len().max(self.bound(level));
+                if st.items.capacity() > keep {
+                    st.items.shrink_to(keep);
+                }
+            }
+            (st.items.len() as u64, st.weight)
+        };
+        if let Some(hook) = &self.on_shed {
+            hook(&ShedReport {
+                component: self.component,
+                previous,
+                level,
+                entries_before,
+                weight_before,
+                entries_after,
+                weight_after,
+                shed,
+            });
+        }
+    }
+}
