@@ -480,3 +480,94 @@ fn caches_and_pools_are_exported_and_judged() {
     assert!(!text.contains("cache=\"export-pages"), "{text}");
     assert!(!text.contains("pool=\"buffers"), "{text}");
 }
+
+#[test]
+#[serial]
+fn queues_are_exported_and_judged() {
+    let inbox = memgov::BoundedQueue::builder("export-inbox")
+        .name("inbox")
+        .capacity(10)
+        .build();
+    // 2000 pushes into 10 slots with no consumer: 1990 displaced.
+    for i in 0..2000u32 {
+        inbox.push(i).unwrap();
+    }
+    let outbox = memgov::BoundedQueue::builder("export-inbox")
+        .name("outbox")
+        .capacity(4)
+        .max_weight(1 << 20)
+        .weigher(|v: &Vec<u8>| v.len() as u64)
+        .overflow(memgov::Overflow::Reject)
+        .build();
+    outbox.push(vec![0; 100]).unwrap();
+
+    let text = stats::to_prometheus(&memgov::snapshot());
+    let samples = parse_prometheus(&text);
+    let queue = |metric: &str, name: &str| {
+        samples[&format!("{metric}{{queue=\"{name}\",component=\"export-inbox\"}}")]
+    };
+    assert_eq!(queue("memgov_queue_entries", "inbox"), 10.0, "{text}");
+    assert_eq!(queue("memgov_queue_pushed_total", "inbox"), 2000.0);
+    assert_eq!(queue("memgov_queue_displaced_total", "inbox"), 1990.0);
+    assert_eq!(queue("memgov_queue_weight_bound", "inbox"), f64::INFINITY);
+    assert_eq!(queue("memgov_queue_weight", "outbox"), 100.0);
+    assert_eq!(
+        queue("memgov_queue_weight_bound", "outbox"),
+        (1 << 20) as f64
+    );
+    assert_eq!(queue("memgov_queue_bound", "outbox"), 4.0);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stats::to_json(&memgov::snapshot())).expect("valid JSON");
+    let queues = json["queues"].as_array().unwrap();
+    let inbox_json = queues.iter().find(|q| q["name"] == "inbox").unwrap();
+    assert_eq!(
+        (
+            &inbox_json["overflow"],
+            &inbox_json["entries"],
+            &inbox_json["displaced"],
+            &inbox_json["max_weight"],
+            &inbox_json["closed"]
+        ),
+        (
+            &"drop_oldest".into(),
+            &10.into(),
+            &1990.into(),
+            &serde_json::Value::Null,
+            &false.into()
+        )
+    );
+    let outbox_json = queues.iter().find(|q| q["name"] == "outbox").unwrap();
+    assert_eq!(
+        (&outbox_json["overflow"], &outbox_json["weight"]),
+        (&"reject".into(), &100.into())
+    );
+
+    let health = stats::health();
+    let advice = health
+        .recommendations
+        .iter()
+        .find(|r| r.starts_with("queue inbox:"))
+        .expect("a queue that loses most of its values is reported");
+    assert_eq!(
+        advice,
+        "queue inbox: lost 1990 of 2000 values (1990 displaced, 0 refused, 0 shed); its consumers fall behind: add consumers, or raise its capacity"
+    );
+    assert!(
+        !health
+            .recommendations
+            .iter()
+            .any(|r| r.starts_with("queue outbox")),
+        "a queue that lost nothing is not"
+    );
+    let shown = health.to_string();
+    assert!(
+        shown.contains(
+            "queue inbox (drop_oldest): 10 of 10 entries, 2000 pushed, 0 popped, 1990 lost, 0 refused"
+        ),
+        "{shown}"
+    );
+    drop((inbox, outbox));
+    let text = stats::to_prometheus(&memgov::snapshot());
+    assert!(!text.contains("queue=\""), "{text}");
+}

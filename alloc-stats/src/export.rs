@@ -1,8 +1,8 @@
 //! Exporters: a table for logs, JSON, and the Prometheus text format.
 
 use alloc_core::{
-    budget_stats, emergency_reserve_stats, BudgetStats, CacheStats, ComponentStats, Level,
-    PoolStats, Scope, Snapshot,
+    budget_stats, emergency_reserve_stats, BudgetStats, CacheStats, ComponentId, ComponentStats,
+    Level, PoolStats, QueueStats, Scope, Snapshot,
 };
 use std::fmt::Write as _;
 
@@ -161,6 +161,13 @@ pub fn to_json(s: &Snapshot) -> String {
         }
         json_pool(&mut out, p);
     }
+    out.push_str("],\"queues\":[");
+    for (i, q) in alloc_core::queues().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_queue(&mut out, q);
+    }
     out.push_str("]}");
     out
 }
@@ -212,6 +219,33 @@ fn json_pool(out: &mut String, p: &PoolStats) {
         p.total_discards,
         p.total_shed,
         p.total_detached
+    );
+}
+
+fn json_queue(out: &mut String, q: &QueueStats) {
+    out.push_str("{\"name\":");
+    json_str(out, q.name);
+    out.push_str(",\"component\":");
+    json_str(out, q.component.name());
+    let _ = write!(
+        out,
+        ",\"overflow\":\"{}\",\"entries\":{},\"weight\":{},\"capacity\":{},\"max_weight\":{},\"bound\":{},\"weight_bound\":{},\"level\":\"{}\",\"closed\":{},\"peak_entries\":{},\"pushed\":{},\"popped\":{},\"displaced\":{},\"refused\":{},\"waits\":{},\"shed\":{}}}",
+        q.overflow,
+        q.live_entries,
+        q.live_weight,
+        q.capacity,
+        json_bound(q.max_weight),
+        q.bound,
+        json_bound(q.weight_bound),
+        level_name(q.level),
+        q.closed,
+        q.peak_entries,
+        q.total_pushed,
+        q.total_popped,
+        q.total_displaced,
+        q.total_refused,
+        q.total_waits,
+        q.total_shed
     );
 }
 
@@ -438,8 +472,18 @@ pub fn to_prometheus(s: &Snapshot) -> String {
             let _ = writeln!(out, "{name} {value}");
         }
     }
-    prometheus_caches(&mut out, &alloc_core::caches());
-    prometheus_pools(&mut out, &alloc_core::pools());
+    let caches = alloc_core::caches();
+    prometheus_owned(&mut out, "cache", &caches, &CACHE_FAMILIES, |c| {
+        (c.name, c.component)
+    });
+    let pools = alloc_core::pools();
+    prometheus_owned(&mut out, "pool", &pools, &POOL_FAMILIES, |p| {
+        (p.name, p.component)
+    });
+    let queues = alloc_core::queues();
+    prometheus_owned(&mut out, "queue", &queues, &QUEUE_FAMILIES, |q| {
+        (q.name, q.component)
+    });
     out
 }
 
@@ -484,12 +528,11 @@ fn prometheus_bound(v: u64) -> String {
     }
 }
 
-type CacheFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&CacheStats) -> String,
-);
+/// A metric family of the caches', pools' or queues' figures: name, help, type, and the value of
+/// one item's sample.
+type OwnedFamily<S, V> = (&'static str, &'static str, &'static str, fn(&S) -> V);
+
+type CacheFamily = OwnedFamily<CacheStats, String>;
 
 const CACHE_FAMILIES: [CacheFamily; 11] = [
     (
@@ -560,12 +603,7 @@ const CACHE_FAMILIES: [CacheFamily; 11] = [
     ),
 ];
 
-type PoolFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&PoolStats) -> u64,
-);
+type PoolFamily = OwnedFamily<PoolStats, u64>;
 
 const POOL_FAMILIES: [PoolFamily; 10] = [
     (
@@ -630,28 +668,95 @@ const POOL_FAMILIES: [PoolFamily; 10] = [
     ),
 ];
 
-fn prometheus_caches(out: &mut String, caches: &[CacheStats]) {
-    if caches.is_empty() {
-        return;
-    }
-    let names = unique_names(caches.iter().map(|c| c.name));
-    for (metric, help, kind, value) in CACHE_FAMILIES {
-        header(out, metric, help, kind);
-        for (c, name) in caches.iter().zip(&names) {
-            owned_sample(out, metric, "cache", (name, c.component.name()), value(c));
-        }
-    }
-}
+type QueueFamily = OwnedFamily<QueueStats, String>;
 
-fn prometheus_pools(out: &mut String, pools: &[PoolStats]) {
-    if pools.is_empty() {
+const QUEUE_FAMILIES: [QueueFamily; 11] = [
+    (
+        "memgov_queue_entries",
+        "Entries a queue holds.",
+        "gauge",
+        |q| q.live_entries.to_string(),
+    ),
+    (
+        "memgov_queue_weight",
+        "Total weight of a queue's entries.",
+        "gauge",
+        |q| q.live_weight.to_string(),
+    ),
+    (
+        "memgov_queue_bound",
+        "The most entries a queue holds now: its capacity, fewer under pressure.",
+        "gauge",
+        |q| q.bound.to_string(),
+    ),
+    (
+        "memgov_queue_weight_bound",
+        "The most weight a queue holds now (+Inf: none).",
+        "gauge",
+        |q| prometheus_bound(q.weight_bound),
+    ),
+    (
+        "memgov_queue_pressure_level",
+        "Pressure level a queue obeys: 0 normal, 1 warning, 2 critical.",
+        "gauge",
+        |q| (q.level as u8).to_string(),
+    ),
+    (
+        "memgov_queue_pushed_total",
+        "Values pushed into a queue.",
+        "counter",
+        |q| q.total_pushed.to_string(),
+    ),
+    (
+        "memgov_queue_popped_total",
+        "Values taken from a queue.",
+        "counter",
+        |q| q.total_popped.to_string(),
+    ),
+    (
+        "memgov_queue_displaced_total",
+        "Old entries a full queue dropped to make room for new ones.",
+        "counter",
+        |q| q.total_displaced.to_string(),
+    ),
+    (
+        "memgov_queue_refused_total",
+        "Pushes a queue refused (full, timed out, closed, too heavy, or no memory).",
+        "counter",
+        |q| q.total_refused.to_string(),
+    ),
+    (
+        "memgov_queue_waits_total",
+        "Pushes that waited for room in a full queue.",
+        "counter",
+        |q| q.total_waits.to_string(),
+    ),
+    (
+        "memgov_queue_shed_total",
+        "Entries a queue dropped when memory came under pressure.",
+        "counter",
+        |q| q.total_shed.to_string(),
+    ),
+];
+
+/// The families of the live caches, pools or queues (`kind`: the label naming one), one sample
+/// per item, labelled with its name (made unique) and component.
+fn prometheus_owned<S, V: std::fmt::Display>(
+    out: &mut String,
+    kind: &str,
+    items: &[S],
+    families: &[OwnedFamily<S, V>],
+    owner: impl Fn(&S) -> (&'static str, ComponentId),
+) {
+    if items.is_empty() {
         return;
     }
-    let names = unique_names(pools.iter().map(|p| p.name));
-    for (metric, help, kind, value) in POOL_FAMILIES {
-        header(out, metric, help, kind);
-        for (p, name) in pools.iter().zip(&names) {
-            owned_sample(out, metric, "pool", (name, p.component.name()), value(p));
+    let names = unique_names(items.iter().map(|i| owner(i).0));
+    for (metric, help, metric_kind, value) in families {
+        header(out, metric, help, metric_kind);
+        for (item, name) in items.iter().zip(&names) {
+            let component = owner(item).1.name();
+            owned_sample(out, metric, kind, (name, component), value(item));
         }
     }
 }

@@ -3,7 +3,8 @@
 use crate::history::history;
 use crate::leaks::{detect_leaks, LeakConfig, LeakFinding};
 use alloc_core::{
-    budget_stats, emergency_reserve_stats, CacheStats, ComponentStats, Level, PoolStats, Scope,
+    budget_stats, emergency_reserve_stats, CacheStats, ComponentStats, Level, PoolStats,
+    QueueStats, Scope,
 };
 use std::fmt;
 
@@ -28,6 +29,8 @@ pub struct HealthReport {
     pub caches: Vec<CacheStats>,
     /// The live pools ([`alloc_core::pools`]).
     pub pools: Vec<PoolStats>,
+    /// The live queues ([`alloc_core::queues`]).
+    pub queues: Vec<QueueStats>,
     /// What to do about it.
     pub recommendations: Vec<String>,
 }
@@ -53,8 +56,15 @@ pub const CACHE_JUDGED_AFTER: u64 = 1000;
 /// holds memory and gives little back.
 pub const CACHE_HIT_ALERT: f64 = 0.1;
 
+/// Pushes a queue must have taken before [`health`] judges what it lost.
+pub const QUEUE_JUDGED_AFTER: u64 = 1000;
+
+/// A queue that lost (dropped or refused) more than this fraction of the values pushed into it
+/// makes [`health`] say so: its consumers fall behind its producers.
+pub const QUEUE_LOSS_ALERT: f64 = 0.01;
+
 /// Assesses memory now (seed 003's health assessment): pressure, leak findings from the history,
-/// fragmentation, the biggest components, the caches and pools, and recommendations.
+/// fragmentation, the biggest components, the caches, pools and queues, and recommendations.
 ///
 /// ```
 /// let report = alloc_stats::health();
@@ -101,6 +111,8 @@ pub fn health() -> HealthReport {
     let caches = alloc_core::caches();
     recommendations.extend(caches.iter().filter_map(cache_advice));
     let pools = alloc_core::pools();
+    let queues = alloc_core::queues();
+    recommendations.extend(queues.iter().filter_map(queue_advice));
     HealthReport {
         level,
         leaks,
@@ -110,8 +122,28 @@ pub fn health() -> HealthReport {
         shadow_table_bytes,
         caches,
         pools,
+        queues,
         recommendations,
     }
+}
+
+/// What to say of a queue that has seen [`QUEUE_JUDGED_AFTER`] pushes and lost more than
+/// [`QUEUE_LOSS_ALERT`] of them: nothing otherwise.
+fn queue_advice(q: &QueueStats) -> Option<String> {
+    let tries = q.total_pushed + q.total_refused;
+    let lost = q.total_dropped() + q.total_refused;
+    if tries < QUEUE_JUDGED_AFTER || (lost as f64) <= QUEUE_LOSS_ALERT * tries as f64 {
+        return None;
+    }
+    let why = if q.total_shed > q.total_displaced + q.total_refused {
+        "most were shed under memory pressure"
+    } else {
+        "its consumers fall behind: add consumers, or raise its capacity"
+    };
+    Some(format!(
+        "queue {}: lost {lost} of {tries} values ({} displaced, {} refused, {} shed); {why}",
+        q.name, q.total_displaced, q.total_refused, q.total_shed
+    ))
 }
 
 /// What to say of a cache that has served [`CACHE_JUDGED_AFTER`] lookups with fewer hits than
@@ -223,6 +255,20 @@ impl fmt::Display for HealthReport {
                 p.live_out,
                 p.total_hits,
                 p.total_hits + p.total_misses
+            )?;
+        }
+        for q in &self.queues {
+            writeln!(
+                f,
+                "queue {} ({}): {} of {} entries, {} pushed, {} popped, {} lost, {} refused",
+                q.name,
+                q.overflow,
+                q.live_entries,
+                q.bound,
+                q.total_pushed,
+                q.total_popped,
+                q.total_dropped(),
+                q.total_refused
             )?;
         }
         if self.recommendations.is_empty() {
