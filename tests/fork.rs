@@ -198,6 +198,57 @@ fn forks_while_other_threads_use_caches() {
     assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
 }
 
+/// Forks 20 times while a producer and a consumer pass values through a blocking queue of one
+/// slot, so that its lock is taken and released, and its producer waits on it, all the time; each
+/// child lists the queues (which reads that queue, under its lock) and passes a value through it.
+/// The fork handler takes the queue's lock as it takes a cache's.
+fn forks_while_other_threads_use_a_queue() {
+    use memgov::{BoundedQueue, Overflow};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let queue = Arc::new(
+        BoundedQueue::builder("fork-queue")
+            .capacity(1)
+            .overflow(Overflow::Block)
+            .build(),
+    );
+    let producer = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            while !STOP.load(SeqCst) {
+                let _ = queue.push_timeout(1u64, Duration::from_millis(1));
+            }
+        })
+    };
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            while !STOP.load(SeqCst) {
+                let _ = black_box(queue.pop_timeout(Duration::from_millis(1)));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let failed = (0..20)
+        .filter(|_| {
+            !in_a_child(|| {
+                let listed = memgov::queues().iter().any(|q| q.name == "fork-queue");
+                let _ = queue.try_pop();
+                listed && queue.try_push(2).is_ok() && queue.try_pop() == Some(2)
+            })
+        })
+        .count();
+    STOP.store(true, SeqCst);
+    producer.join().unwrap();
+    consumer.join().unwrap();
+    assert!(
+        queue.stats().total_pushed > 0,
+        "nothing went through the queue"
+    );
+    assert_eq!(failed, 0, "{failed} of 20 children hung or failed");
+}
+
 /// Forks from inside a cache's `with` closure, whose lock the forking thread holds: the fork
 /// handler must not wait for it (it would wait for ever, as it did before it looked for the
 /// holder), and the child, in which this thread holds it too, goes on using other caches. Run on a thread of its own, so that a hang fails
@@ -312,6 +363,7 @@ fn main() {
     drop(held);
     forks_while_another_thread_takes_memgovs_locks();
     forks_while_other_threads_use_caches();
+    forks_while_other_threads_use_a_queue();
     forks_from_inside_a_cache();
     forks_while_another_thread_reads_the_history();
     fork_while_the_monitor_runs_a_task();
