@@ -14,6 +14,7 @@ use crate::shed_registry;
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use shared::{Shared, State, Weigher, WhenFull};
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,7 @@ impl<T: Send + 'static> QueueBuilder<T> {
             state: OwnedLock::new(State::new(shedding::shedding_level(self.component))),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
+            len_hint: AtomicUsize::new(0),
         });
         let registration = shed_registry::register(self.component, &shared);
         BoundedQueue {

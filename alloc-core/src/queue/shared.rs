@@ -12,6 +12,8 @@ use crate::shed_registry::{Figures, Shed};
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub(super) struct Shared<T> {
     pub(super) not_empty: Condvar,
     /// Producers of an [`Overflow::Block`] queue wait here for room.
     pub(super) not_full: Condvar,
+    /// The number of entries, stored under the lock whenever it changes, read without it by a
+    /// waiter that spins before it parks (it decides nothing: the waiter checks again under the
+    /// lock).
+    pub(super) len_hint: AtomicUsize,
 }
 
 pub(super) struct State<T> {
@@ -80,6 +86,26 @@ fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>, ()> {
         None => Ok(None),
         Some(d) => d.checked_duration_since(Instant::now()).map(Some).ok_or(()),
     }
+}
+
+/// Spins, then yields, until `ready` holds or about 20 µs to a few scheduler slices have passed
+/// (crossbeam's `Backoff::snooze` steps); true if it held. A producer and a consumer that meet
+/// at a full or empty queue mostly find their partner done within that, and skip the two futex
+/// calls of a park and a wake-up.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    for step in 0..10u32 {
+        if step < 6 {
+            for _ in 0..1u32 << step {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+        if ready() {
+            return true;
+        }
+    }
+    false
 }
 
 /// What a push does when the queue has no room: the queue's overflow policy, unless the push
@@ -148,13 +174,11 @@ impl<T> Shared<T> {
         when_full: WhenFull,
         deadline: Option<Instant>,
     ) -> Result<(), PushError<T>> {
-        // The storage grows inside the queue's component.
-        let _scope = try_enter(self.component).ok();
         let mut st = self.lock();
         if weight > self.max_weight {
             return Err(self.refusal(&mut st, value, weight, PushRefusal::TooHeavy));
         }
-        let mut waited = false;
+        let (mut waited, mut spun) = (false, false);
         loop {
             if st.closed {
                 return Err(self.refusal(&mut st, value, weight, PushRefusal::Closed));
@@ -182,9 +206,19 @@ impl<T> Shared<T> {
                         st.waits += 1;
                         waited = true;
                     }
+                    if !spun {
+                        // A consumer is likely to take an entry within the spin.
+                        let full = st.items.len();
+                        drop(st);
+                        spin_until(|| self.len_hint.load(Relaxed) < full);
+                        st = self.lock();
+                        spun = true;
+                        continue;
+                    }
                     st.producers_waiting += 1;
                     st = st.wait(&self.not_full, timeout).0;
                     st.producers_waiting -= 1;
+                    spun = false;
                 }
             }
         }
@@ -192,6 +226,7 @@ impl<T> Shared<T> {
             return Err(self.refusal(&mut st, value, weight, PushRefusal::NoMemory));
         }
         st.items.push_back(value);
+        self.len_hint.store(st.items.len(), Relaxed);
         st.weight += weight;
         st.pushed += 1;
         st.peak_entries = st.peak_entries.max(st.items.len() as u64);
@@ -208,6 +243,8 @@ impl<T> Shared<T> {
             return true;
         }
         let wanted = (slots * 2).max(FIRST_SLOTS).min(self.capacity.max(len + 1));
+        // The storage grows inside the queue's component.
+        let _scope = try_enter(self.component).ok();
         st.items.try_reserve_exact(wanted - len).is_ok()
     }
 
@@ -215,12 +252,15 @@ impl<T> Shared<T> {
     fn take_front(&self, st: &mut State<T>) -> Option<T> {
         let weight = self.weigh(st.items.front()?);
         st.weight = st.weight.saturating_sub(weight);
-        st.items.pop_front()
+        let front = st.items.pop_front();
+        self.len_hint.store(st.items.len(), Relaxed);
+        front
     }
 
     /// The oldest entry, waiting for one no later than `deadline` (`None`: for ever) when `wait`.
     pub(super) fn pop(&self, wait: bool, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
         let mut st = self.lock();
+        let mut spun = false;
         loop {
             if let Some(value) = self.take_front(&mut st) {
                 st.popped += 1;
@@ -237,9 +277,18 @@ impl<T> Shared<T> {
                 Ok(timeout) if wait => timeout,
                 _ => return Err(PopTimeoutError::TimedOut),
             };
+            if !spun {
+                // A producer is likely to push within the spin.
+                drop(st);
+                spin_until(|| self.len_hint.load(Relaxed) > 0);
+                st = self.lock();
+                spun = true;
+                continue;
+            }
             st.consumers_waiting += 1;
             st = st.wait(&self.not_empty, timeout).0;
             st.consumers_waiting -= 1;
+            spun = false;
         }
     }
 
