@@ -1,16 +1,17 @@
 //! A small service whose parts allocate under their own components, with a page cache that sheds
-//! memory when its budget comes under pressure; then the figures as a table.
+//! memory when its budget comes under pressure and a bounded queue between its workers and the
+//! cache; then the figures as a table.
 //!
 //! `cargo run --release --example demo`
 //! (`MEMGOV_BUDGETS=pages=/4MiB cargo run --release --example demo` to give "pages" another soft
 //! budget; the demo sets `pages=/8MiB` itself when the environment does not.)
 
-use memgov::{BoundedCache, InComponent, Limits, Pool};
+use memgov::{BoundedCache, BoundedQueue, InComponent, Limits, Overflow, Pool};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -102,30 +103,42 @@ fn main() {
         })
         .build();
 
-    // Workers render pages; the main thread caches every one it receives. Page bytes are
+    // Workers render pages into a bounded queue (seed 001's ring buffer in place of an unbounded
+    // channel): at most 256 pages in flight, fewer under pressure, and a worker waits for room
+    // rather than piling pages up. The main thread caches every one it takes. Page bytes are
     // allocated on the workers and freed on whichever thread evicts them.
+    let rendered = BoundedQueue::builder("page-queue")
+        .capacity(256)
+        .overflow(Overflow::Block)
+        .build();
+    let workers_left = AtomicUsize::new(4);
     let mut sessions: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let (tx, rx) = mpsc::channel::<String>();
     std::thread::scope(|s| {
         for worker in 0..4 {
-            let tx = tx.clone();
             let (templates, scratch) = (&templates, &scratch);
+            let (rendered, workers_left) = (&rendered, &workers_left);
             s.spawn(move || {
                 for i in 0..4_000 {
-                    tx.send(render_page(worker * 10_000 + i, templates, scratch))
-                        .unwrap();
+                    let page = render_page(worker * 10_000 + i, templates, scratch);
+                    rendered
+                        .push(page)
+                        .expect("the queue closes after the last worker");
                     if i % 500 == 0 {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                 }
+                if workers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    rendered.close(); // the consumer takes what is left, then gets None
+                }
             });
         }
-        drop(tx);
-        for (n, page) in rx.into_iter().enumerate() {
+        let mut n = 0u64;
+        while let Some(page) = rendered.pop() {
+            n += 1;
             // Refused only while "pages" is critical: the page is dropped uncached.
-            let _ = cache.insert(n as u64, page);
+            let _ = cache.insert(n, page);
             let _scope = memgov::component_scope("sessions");
-            sessions.insert(n as u64, vec![0u8; 64 + n % 200]);
+            sessions.insert(n, vec![0u8; 64 + n as usize % 200]);
         }
     });
     std::thread::sleep(Duration::from_millis(300)); // let the monitor deliver the last events
@@ -150,6 +163,11 @@ fn main() {
     println!(
         "render buffers: {} made, {} reused for 16000 pages, {} idle",
         buffers.total_misses, buffers.total_hits, buffers.live_idle
+    );
+    let queued = rendered.stats();
+    println!(
+        "page queue: {} pages passed, at most {} in flight (bound {} now), {} pushes waited for room",
+        queued.total_popped, queued.peak_entries, queued.bound, queued.total_waits
     );
     println!("\n{}", memgov::snapshot());
     println!(
