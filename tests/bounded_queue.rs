@@ -396,3 +396,206 @@ fn pressure_lowers_the_bounds_and_each_policy_keeps_its_promise() {
     drop((buffers, rejecting, blocking));
     memgov::set_budget("queue-pressure", Limits::NONE).unwrap();
 }
+
+/// A waker that counts its wake-ups.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, std::task::Waker) {
+    let count = Arc::new(CountingWaker(Default::default()));
+    (Arc::clone(&count), std::task::Waker::from(count))
+}
+
+fn wakes(w: &CountingWaker) -> usize {
+    w.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Polls `fut` once with `waker`.
+fn poll_once<F: std::future::Future + Unpin>(
+    fut: &mut F,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(fut).poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// Runs `fut` to completion on this thread, parking between polls (a minimal executor).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+#[test]
+#[serial]
+fn an_async_pop_waits_for_a_push_and_ends_at_close() {
+    use std::task::Poll;
+    let q = BoundedQueue::<u32>::new("queue-async-pop", 4);
+    let (count, waker) = counting_waker();
+    let mut pop = q.pop_async();
+    assert!(poll_once(&mut pop, &waker).is_pending());
+    assert!(
+        poll_once(&mut pop, &waker).is_pending(),
+        "a second poll registers once"
+    );
+    q.push(5).unwrap();
+    assert_eq!(wakes(&count), 1, "the push woke the task");
+    assert_eq!(poll_once(&mut pop, &waker), Poll::Ready(Some(5)));
+    drop(pop);
+    let mut pop = q.pop_async();
+    assert!(poll_once(&mut pop, &waker).is_pending());
+    q.close();
+    assert_eq!(wakes(&count), 2, "closing woke it");
+    assert_eq!(poll_once(&mut pop, &waker), Poll::Ready(None));
+    // Across threads, with a parking executor.
+    let q = Arc::new(BoundedQueue::<u32>::new("queue-async-pop", 4));
+    let consumer = {
+        let q = Arc::clone(&q);
+        thread::spawn(move || block_on(async { (q.pop_async().await, q.pop_async().await) }))
+    };
+    thread::sleep(Duration::from_millis(20));
+    q.push(1).unwrap();
+    q.close();
+    assert_eq!(consumer.join().unwrap(), (Some(1), None));
+}
+
+#[test]
+#[serial]
+fn an_async_push_waits_for_room_without_blocking_the_thread() {
+    use std::task::Poll;
+    let q = BoundedQueue::builder("queue-async-push")
+        .capacity(1)
+        .overflow(Overflow::Block)
+        .build();
+    q.push(1).unwrap();
+    let (count, waker) = counting_waker();
+    let mut push = q.push_async(2);
+    assert!(poll_once(&mut push, &waker).is_pending());
+    assert!(poll_once(&mut push, &waker).is_pending());
+    assert_eq!(
+        q.stats().total_waits,
+        1,
+        "one wait, however often it is polled"
+    );
+    assert_eq!(q.pop(), Some(1));
+    assert_eq!(wakes(&count), 1, "the pop woke the task");
+    assert!(matches!(poll_once(&mut push, &waker), Poll::Ready(Ok(()))));
+    drop(push);
+    // Closed while it waits: the value comes back.
+    let mut push = q.push_async(3);
+    assert!(poll_once(&mut push, &waker).is_pending());
+    q.close();
+    assert_eq!(wakes(&count), 2);
+    match poll_once(&mut push, &waker) {
+        Poll::Ready(Err(e)) => assert_eq!((e.cause, e.into_value()), (PushRefusal::Closed, 3)),
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.is_ok())),
+    }
+    assert_eq!(q.drain(10), [2]);
+    // Policies that never wait are ready at the first poll.
+    let dropping = BoundedQueue::new("queue-async-push", 1);
+    dropping.push(1).unwrap();
+    assert!(matches!(
+        poll_once(&mut dropping.push_async(2), &waker),
+        Poll::Ready(Ok(()))
+    ));
+    assert_eq!(dropping.drain(10), [2]);
+}
+
+#[test]
+#[serial]
+fn a_woken_future_dropped_before_its_poll_passes_the_wake_up_on() {
+    use std::task::Poll;
+    let q = BoundedQueue::<u32>::new("queue-async-cancel", 4);
+    let (first_count, first_waker) = counting_waker();
+    let (second_count, second_waker) = counting_waker();
+    let mut first = q.pop_async();
+    let mut second = q.pop_async();
+    assert!(poll_once(&mut first, &first_waker).is_pending());
+    assert!(poll_once(&mut second, &second_waker).is_pending());
+    q.push(9).unwrap();
+    assert_eq!((wakes(&first_count), wakes(&second_count)), (1, 0));
+    // The first task gives up (a timeout fired, say) without taking the entry.
+    drop(first);
+    assert_eq!(
+        wakes(&second_count),
+        1,
+        "the entry's wake-up went to the next task"
+    );
+    assert_eq!(poll_once(&mut second, &second_waker), Poll::Ready(Some(9)));
+    // A future dropped while it waits, not woken, just leaves.
+    let mut third = q.pop_async();
+    assert!(poll_once(&mut third, &first_waker).is_pending());
+    drop(third);
+    q.push(10).unwrap();
+    assert_eq!(
+        wakes(&first_count),
+        1,
+        "nobody is woken for a future that left"
+    );
+}
+
+#[test]
+#[serial]
+fn async_producers_and_consumers_lose_nothing() {
+    const PER_PRODUCER: u64 = 20_000;
+    let q = Arc::new(
+        BoundedQueue::builder("queue-async-mpmc")
+            .capacity(16)
+            .overflow(Overflow::Block)
+            .build(),
+    );
+    let producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let q = Arc::clone(&q);
+            thread::spawn(move || {
+                block_on(async {
+                    for i in 0..PER_PRODUCER {
+                        q.push_async(p * PER_PRODUCER + i).await.unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let q = Arc::clone(&q);
+            thread::spawn(move || {
+                block_on(async {
+                    let (mut sum, mut n) = (0u64, 0u64);
+                    while let Some(v) = q.pop_async().await {
+                        sum += v;
+                        n += 1;
+                    }
+                    (sum, n)
+                })
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    q.close();
+    let (sum, n) = consumers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .fold((0, 0), |(s, n), (s2, n2)| (s + s2, n + n2));
+    let total = 2 * PER_PRODUCER;
+    assert_eq!((n, sum), (total, total * (total - 1) / 2));
+    assert!(q.stats().peak_entries <= 16);
+}

@@ -101,7 +101,8 @@ pub use pressure::{
     PressureEvent, ThresholdError, Thresholds,
 };
 pub use queue::{
-    BoundedQueue, Overflow, PopTimeoutError, PushError, PushRefusal, QueueBuilder, QueueStats,
+    BoundedQueue, Overflow, PopFuture, PopTimeoutError, PushError, PushFuture, PushRefusal,
+    QueueBuilder, QueueStats,
 };
 pub use registry::{
     component, lookup_component, refused_names, registered_components, try_component, ComponentId,

@@ -1,10 +1,13 @@
 //! [`BoundedQueue`]: a first-in first-out queue that belongs to a component, holds at most a
 //! given number (and weight) of entries, and holds fewer while memory is under pressure.
 
+mod future;
 mod refusal;
 mod shared;
 mod stats;
+mod wakers;
 
+pub use future::{PopFuture, PushFuture};
 pub use refusal::{PopTimeoutError, PushError, PushRefusal};
 pub use stats::QueueStats;
 
@@ -14,7 +17,7 @@ use crate::shed_registry;
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use shared::{Shared, State, Weigher, WhenFull};
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
@@ -204,6 +207,7 @@ impl<T: Send + 'static> QueueBuilder<T> {
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             len_hint: AtomicUsize::new(0),
+            next_waiter: AtomicU64::new(0),
         });
         let registration = shed_registry::register(self.component, &shared);
         BoundedQueue {

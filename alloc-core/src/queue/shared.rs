@@ -3,6 +3,7 @@
 //! sheds when the pressure level it obeys changes.
 
 use super::refusal::{PopTimeoutError, PushError, PushRefusal};
+use super::wakers::{ToWake, Wakers};
 use super::{Overflow, QueueStats};
 use crate::owned_lock::{OwnedGuard, OwnedLock};
 use crate::pressure::Level;
@@ -12,8 +13,8 @@ use crate::shed_registry::{Figures, Shed};
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub(super) struct Shared<T> {
     /// waiter that spins before it parks (it decides nothing: the waiter checks again under the
     /// lock).
     pub(super) len_hint: AtomicUsize,
+    /// The id of the next future that waits on the queue (`future.rs`).
+    pub(super) next_waiter: AtomicU64,
 }
 
 pub(super) struct State<T> {
@@ -50,6 +53,9 @@ pub(super) struct State<T> {
     /// Threads parked on `not_empty` and `not_full`: nobody is notified when nobody waits.
     pub(super) consumers_waiting: u32,
     pub(super) producers_waiting: u32,
+    /// Futures waiting for an entry, and for room.
+    pub(super) pop_wakers: Wakers,
+    pub(super) push_wakers: Wakers,
     pub(super) peak_entries: u64,
     pub(super) pushed: u64,
     pub(super) popped: u64,
@@ -68,6 +74,8 @@ impl<T> State<T> {
             closed: false,
             consumers_waiting: 0,
             producers_waiting: 0,
+            pop_wakers: Wakers::default(),
+            push_wakers: Wakers::default(),
             peak_entries: 0,
             pushed: 0,
             popped: 0,
@@ -141,13 +149,13 @@ impl<T> Shared<T> {
     }
 
     /// Whether a value of `weight` fits now.
-    fn fits(&self, st: &State<T>, weight: u64) -> bool {
+    pub(super) fn fits(&self, st: &State<T>, weight: u64) -> bool {
         st.items.is_empty()
             || (st.items.len() < self.bound(st.level)
                 && st.weight.saturating_add(weight) <= self.weight_bound(st.level))
     }
 
-    fn refusal(
+    pub(super) fn refusal(
         &self,
         st: &mut State<T>,
         value: T,
@@ -222,8 +230,22 @@ impl<T> Shared<T> {
                 }
             }
         }
-        if !self.make_room(&mut st) {
-            return Err(self.refusal(&mut st, value, weight, PushRefusal::NoMemory));
+        let to_wake = self.commit(&mut st, value, weight)?;
+        drop(st);
+        to_wake.wake();
+        Ok(())
+    }
+
+    /// Puts `value` at the back of a queue it fits in, and wakes a waiting consumer: a thread
+    /// now, a future's task once the caller has released the lock (the result).
+    pub(super) fn commit(
+        &self,
+        st: &mut State<T>,
+        value: T,
+        weight: u64,
+    ) -> Result<ToWake, PushError<T>> {
+        if !self.make_room(st) {
+            return Err(self.refusal(st, value, weight, PushRefusal::NoMemory));
         }
         st.items.push_back(value);
         self.len_hint.store(st.items.len(), Relaxed);
@@ -233,7 +255,24 @@ impl<T> Shared<T> {
         if st.consumers_waiting > 0 {
             self.not_empty.notify_one();
         }
-        Ok(())
+        Ok(st.pop_wakers.take_first())
+    }
+
+    /// Takes the oldest entry, if any, as a pop, and wakes the producers waiting for room: the
+    /// threads now, the futures' tasks once the caller has released the lock.
+    pub(super) fn take_popped(&self, st: &mut State<T>) -> Option<(T, ToWake)> {
+        let value = self.take_front(st)?;
+        st.popped += 1;
+        Some((value, self.room_made(st)))
+    }
+
+    /// Wakes every producer waiting for room (all of them: a lighter value may fit where the
+    /// first woken does not); the futures' tasks are returned to wake after the lock.
+    fn room_made(&self, st: &mut State<T>) -> ToWake {
+        if st.producers_waiting > 0 {
+            self.not_full.notify_all();
+        }
+        st.push_wakers.take_all()
     }
 
     /// Room for one more entry: the storage doubles (up to the capacity) when full, fallibly.
@@ -262,12 +301,9 @@ impl<T> Shared<T> {
         let mut st = self.lock();
         let mut spun = false;
         loop {
-            if let Some(value) = self.take_front(&mut st) {
-                st.popped += 1;
-                if st.producers_waiting > 0 {
-                    // All of them: a lighter value may fit where the first woken does not.
-                    self.not_full.notify_all();
-                }
+            if let Some((value, to_wake)) = self.take_popped(&mut st) {
+                drop(st);
+                to_wake.wake();
                 return Ok(value);
             }
             if st.closed {
@@ -304,17 +340,25 @@ impl<T> Shared<T> {
             taken += 1;
         }
         st.popped += taken as u64;
-        if taken > 0 && st.producers_waiting > 0 {
-            self.not_full.notify_all();
+        if taken > 0 {
+            let to_wake = self.room_made(&mut st);
+            drop(st);
+            to_wake.wake();
         }
         taken
     }
 
     /// Refuses every push from now on and wakes every waiter.
     pub(super) fn close(&self) {
-        self.lock().closed = true;
+        let (consumers, producers) = {
+            let mut st = self.lock();
+            st.closed = true;
+            (st.pop_wakers.take_all(), st.push_wakers.take_all())
+        };
         self.not_empty.notify_all();
         self.not_full.notify_all();
+        consumers.wake();
+        producers.wake();
     }
 
     pub(super) fn stats(&self) -> QueueStats {
@@ -380,19 +424,22 @@ impl<T: Send + 'static> Shed for Shared<T> {
     }
 
     fn refresh_level(&self) {
-        let (previous, level, entries_before, weight_before) = {
+        let (previous, level, entries_before, weight_before, to_wake) = {
             let mut st = self.lock();
             let level = shedding::shedding_level(self.component);
             if st.level == level {
                 return;
             }
             let previous = std::mem::replace(&mut st.level, level);
-            if level < previous && st.producers_waiting > 0 {
-                // The bound rose: room for those who wait.
-                self.not_full.notify_all();
-            }
-            (previous, level, st.items.len() as u64, st.weight)
+            // When the bound rose, room for those who wait.
+            let to_wake = if level < previous {
+                self.room_made(&mut st)
+            } else {
+                ToWake::default()
+            };
+            (previous, level, st.items.len() as u64, st.weight, to_wake)
         };
+        to_wake.wake();
         let mut shed = 0;
         if self.overflow == Overflow::DropOldest {
             // The policy that drops old entries for new ones drops them to the lowered bound
