@@ -1,5 +1,6 @@
-//! jemalloc's levers at work: resident memory after a large free, after `compact()`, and under the
-//! soft-limit responder (the `GOMEMLIMIT` of Rust), read from `/proc/self/statm`.
+//! jemalloc's levers at work: resident memory after a large free, after `compact()`, under the
+//! soft-limit responder (the `GOMEMLIMIT` of Rust) and under the GC percent (its `GOGC`), read
+//! from `/proc/self/statm`.
 //!
 //! `cargo run --release --example compaction`
 
@@ -149,4 +150,30 @@ fn main() {
         r.decay_changes,
         r.purges_rate_limited
     );
+
+    println!(
+        "\n3. The same batches beside 200 MiB of live data, jemalloc still told never to purge, no soft limit"
+    );
+    memgov::set_process_limits(memgov::Limits::NONE).unwrap();
+    memgov::jemalloc::stop_responder();
+    memgov::jemalloc::compact().unwrap();
+    let live: Vec<Vec<u8>> = (0..3200).map(|_| vec![0x3Cu8; 64 * 1024]).collect();
+    let without = batches();
+    println!(
+        "   without a GC percent:  peak {:>5} MiB resident",
+        without / MIB
+    );
+    memgov::jemalloc::compact().unwrap();
+    memgov::jemalloc::set_gc_percent(Some(100));
+    let with = batches();
+    let g = memgov::jemalloc::gc_percent_stats();
+    println!(
+        "   GC percent 100:        peak {:>5} MiB resident: {} purges ({} MiB) in {} samples",
+        with / MIB,
+        g.purges,
+        g.purged_bytes / MIB,
+        g.samples
+    );
+    memgov::jemalloc::set_gc_percent(None);
+    drop(live);
 }

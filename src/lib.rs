@@ -11,8 +11,9 @@ pub use alloc_jemalloc::Jemalloc;
 pub use alloc_stats as stats;
 pub use alloc_stats::{assert_allocations, assert_max_live, assert_no_leaks};
 
-/// jemalloc's levers: statistics, purges, decay, background threads, compaction, and the
-/// soft-limit responder that pulls them automatically (the `jemalloc` feature).
+/// jemalloc's levers: statistics, purges, decay, background threads, compaction, and the two
+/// policies that pull them automatically: the soft-limit responder (`GOMEMLIMIT`) and the GC
+/// percent (`GOGC`) (the `jemalloc` feature).
 ///
 /// ```
 /// let before = memgov::jemalloc::stats().unwrap();
@@ -23,8 +24,9 @@ pub use alloc_stats::{assert_allocations, assert_max_live, assert_no_leaks};
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc {
     pub use alloc_core::{
-        responder_stats, start_responder, stop_responder, PressureSource, ResponderPolicy,
-        ResponderStats,
+        gc_percent, gc_percent_bound, gc_percent_stats, responder_stats, set_gc_percent,
+        start_responder, stop_responder, GcPercentStats, PressureSource, ResponderPolicy,
+        ResponderStats, GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
     };
     /// Untyped `mallctl` access, for controls the typed functions do not cover.
     pub use alloc_jemalloc::raw;

@@ -203,19 +203,26 @@ fn child_lazy_read() {
     assert_eq!(memgov::process_limits(), Limits::hard(GIB));
 }
 
-/// `MEMGOV_DECAY=fast` and `MEMGOV_BACKGROUND_THREADS=maybe`: both reported, and jemalloc's decay
-/// and background threads are left as they were.
+/// `MEMGOV_DECAY=fast`, `MEMGOV_BACKGROUND_THREADS=maybe` and `MEMGOV_GOGC=-1`: all reported, and
+/// jemalloc's decay and background threads and the GC percent are left as they were.
 #[cfg(feature = "jemalloc")]
 fn child_bad_jemalloc_values() {
     let decay = memgov::jemalloc::decay().unwrap();
     let background = memgov::jemalloc::background_threads().unwrap();
-    let errors = memgov::init().expect_err("two variables are malformed").0;
+    let errors = memgov::init().expect_err("three variables are malformed").0;
     let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
     assert_eq!(
         vars,
-        ["MEMGOV_DECAY", "MEMGOV_BACKGROUND_THREADS"],
+        ["MEMGOV_DECAY", "MEMGOV_BACKGROUND_THREADS", "MEMGOV_GOGC"],
         "{errors:?}"
     );
+    assert_eq!(errors[2].value, "-1");
+    assert!(
+        errors[2].expected.starts_with("off, or a whole percentage"),
+        "{}",
+        errors[2]
+    );
+    assert_eq!(memgov::jemalloc::gc_percent(), None);
     assert_eq!(errors[0].value, "fast");
     assert!(
         errors[0].expected.starts_with("auto, off, never"),
@@ -228,7 +235,8 @@ fn child_bad_jemalloc_values() {
     assert_eq!(memgov::jemalloc::background_threads().unwrap(), background);
 }
 
-/// `MEMGOV_DECAY=250ms` and `MEMGOV_BACKGROUND_THREADS=on` are applied to every arena.
+/// `MEMGOV_DECAY=250ms` and `MEMGOV_BACKGROUND_THREADS=on` are applied to every arena, and
+/// `MEMGOV_GOGC=150` sets the GC percent, whose task then samples on the monitor.
 #[cfg(feature = "jemalloc")]
 fn child_good_jemalloc_values() {
     assert_eq!(memgov::init(), Ok(()));
@@ -239,6 +247,15 @@ fn child_good_jemalloc_values() {
     assert_eq!(memgov::jemalloc::decay().unwrap(), want);
     assert_eq!(memgov::jemalloc::default_dirty_decay_ms().unwrap(), 250);
     assert!(memgov::jemalloc::background_threads().unwrap());
+    assert_eq!(memgov::jemalloc::gc_percent(), Some(150));
+    let start = std::time::Instant::now();
+    while memgov::jemalloc::gc_percent_stats().samples == 0 {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the GC percent's task never sampled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // A fixed decay means no responder, even with a soft limit.
     memgov::set_process_limits(Limits::soft(GIB)).unwrap();
     assert!(!memgov::jemalloc::responder_stats().running);
@@ -509,6 +526,7 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
             &[
                 ("MEMGOV_DECAY", "250ms"),
                 ("MEMGOV_BACKGROUND_THREADS", "on"),
+                ("MEMGOV_GOGC", "150"),
             ],
         )?;
         run_child(
@@ -516,6 +534,7 @@ fn jemalloc_variables_are_applied_or_reported() -> Result<(), String> {
             &[
                 ("MEMGOV_DECAY", "fast"),
                 ("MEMGOV_BACKGROUND_THREADS", "maybe"),
+                ("MEMGOV_GOGC", "-1"),
             ],
         )?;
     }

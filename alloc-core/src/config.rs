@@ -10,6 +10,7 @@
 //! | `MEMGOV_EMERGENCY_RESERVE` | the slice of the process's hard limit kept for the threads that react to pressure: a size (`0` for none) | `1MiB`, `4MiB` |
 //! | `MEMGOV_DECAY` | jemalloc decay: `auto` (the soft-limit responder, the default), `off` (leave jemalloc alone), or a fixed time for every arena: `<n>ms`, `<n>s`, `never` | `auto`, `2000ms` |
 //! | `MEMGOV_BACKGROUND_THREADS` | jemalloc's background purging threads: `on` or `off` | `on` |
+//! | `MEMGOV_GOGC` | the GC percent: purge when jemalloc keeps more freed pages than this percentage of the live heap; `off` (the default) leaves it to decay | `100`, `50%`, `off` |
 //!
 //! A size is a number (decimals allowed) and an optional unit: `B`, `KiB`, `MiB`, `GiB`, `TiB`
 //! (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), any case; or a percentage (above 0,
@@ -474,6 +475,34 @@ pub fn parse_decay(value: &str) -> Result<DecaySetting, String> {
     }
 }
 
+/// Parses `MEMGOV_GOGC`: `off`, or a whole percentage (`%` optional), as Go's `GOGC`.
+///
+/// # Errors
+/// What was expected and what was wrong.
+///
+/// ```
+/// use alloc_core::parse_gc_percent;
+/// assert_eq!(parse_gc_percent("100"), Ok(Some(100)));
+/// assert_eq!(parse_gc_percent(" 50% "), Ok(Some(50)));
+/// assert_eq!(parse_gc_percent("off"), Ok(None));
+/// assert!(parse_gc_percent("-1").is_err()); // Go's "off" spelling; say off
+/// ```
+pub fn parse_gc_percent(value: &str) -> Result<Option<u32>, String> {
+    const FORM: &str = "off, or a whole percentage such as 0, 50, 100 or 200%";
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let digits = v.strip_suffix('%').unwrap_or(v).trim_end();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{FORM} ({v:?} is neither)"));
+    }
+    digits
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{FORM} (too large)"))
+}
+
 /// Parses `MEMGOV_BACKGROUND_THREADS`: `on`/`off` (also `true`/`false`, `1`/`0`).
 ///
 /// # Errors
@@ -506,10 +535,12 @@ pub enum Setting {
     Decay(DecaySetting),
     /// `MEMGOV_BACKGROUND_THREADS`.
     BackgroundThreads(bool),
+    /// `MEMGOV_GOGC`.
+    GcPercent(Option<u32>),
 }
 
 /// The variables memgov reads.
-pub const VARIABLES: [&str; 8] = [
+pub const VARIABLES: [&str; 9] = [
     "MEMGOV_LIMIT",
     "MEMGOV_SOFT_LIMIT",
     "MEMGOV_BUDGETS",
@@ -518,6 +549,7 @@ pub const VARIABLES: [&str; 8] = [
     "MEMGOV_EMERGENCY_RESERVE",
     "MEMGOV_DECAY",
     "MEMGOV_BACKGROUND_THREADS",
+    "MEMGOV_GOGC",
 ];
 
 /// `MEMGOV_` variables read elsewhere in memgov: the HTTP endpoint's address (alloc-stats, with
@@ -643,6 +675,7 @@ pub fn parse_with(
         "MEMGOV_BACKGROUND_THREADS" => {
             jemalloc_only(parse_switch(value)).map(Setting::BackgroundThreads)
         }
+        "MEMGOV_GOGC" => jemalloc_only(parse_gc_percent(value)).map(Setting::GcPercent),
         _ => Err(expected_variable(var)),
     };
     setting.map_err(|expected| ConfigError {
@@ -827,6 +860,14 @@ fn apply_decay(_: DecaySetting) -> Result<(), String> {
 }
 
 #[cfg(feature = "jemalloc")]
+fn apply_gc_percent(percent: Option<u32>) {
+    crate::gc_percent::store_gc_percent(percent);
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn apply_gc_percent(_: Option<u32>) {}
+
+#[cfg(feature = "jemalloc")]
 fn apply_background_threads(on: bool) -> Result<(), String> {
     alloc_jemalloc::set_background_threads(on)
         .map_err(|e| format!("a setting jemalloc accepts ({e})"))
@@ -942,6 +983,7 @@ fn apply_env(memory: &MemorySource) -> Result<(), ConfigErrors> {
                     });
                 }
             }
+            Ok(Setting::GcPercent(percent)) => apply_gc_percent(percent),
             Ok(Setting::BackgroundThreads(on)) => {
                 if let Err(expected) = apply_or_defer_background_threads(on) {
                     errors.push(ConfigError {
@@ -1146,6 +1188,46 @@ mod tests {
         assert_eq!(e.var, "MEMGOV_DECAY");
         if cfg!(feature = "jemalloc") {
             assert!(e.expected.starts_with("auto, off, never"), "{e}");
+        }
+    }
+
+    #[test]
+    fn gc_percent_grammar() {
+        for (good, want) in [
+            ("100", Some(100)),
+            (" 0 ", Some(0)),
+            ("50%", Some(50)),
+            ("200 %", Some(200)),
+            ("OFF", None),
+            ("4294967295", Some(u32::MAX)),
+        ] {
+            assert_eq!(parse_gc_percent(good), Ok(want), "{good:?}");
+        }
+        for bad in [
+            "",
+            "%",
+            "-1",
+            "+5",
+            "1.5",
+            "100%%",
+            "ten",
+            "4294967296",
+            "1e3",
+            "１００",
+        ] {
+            assert!(parse_gc_percent(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_with("MEMGOV_GOGC", "-1", &mem).unwrap_err();
+        assert_eq!((e.var, e.value.as_str()), ("MEMGOV_GOGC", "-1"));
+        if cfg!(feature = "jemalloc") {
+            assert_eq!(
+                e.to_string(),
+                "MEMGOV_GOGC=\"-1\": expected off, or a whole percentage such as 0, 50, 100 or 200% (\"-1\" is neither)"
+            );
+            assert_eq!(
+                parse_with("MEMGOV_GOGC", "75", &mem),
+                Ok(Setting::GcPercent(Some(75)))
+            );
         }
     }
 

@@ -43,7 +43,9 @@
 //! * `config`: the `MEMGOV_*` environment variables.
 //! * `histogram`: allocation-size histograms.
 //! * `abort_line`: the one line written before an infallible allocation aborts.
-//! * `responder` (jemalloc): purge and decay driven by pressure.
+//! * `responder` (jemalloc): purge and decay driven by pressure (`GOMEMLIMIT`).
+//! * `gc_percent` (jemalloc): purges that keep freed pages within a percentage of the live heap
+//!   (`GOGC`).
 
 mod abort_line;
 mod budget;
@@ -53,6 +55,8 @@ mod counters;
 mod emergency_reserve;
 mod event_ring;
 mod fork;
+#[cfg(feature = "jemalloc")]
+mod gc_percent;
 mod global;
 mod histogram;
 mod monitor;
@@ -77,13 +81,19 @@ pub use budget::{
 };
 pub use cache::{BoundedCache, CacheBuilder, CacheRefusal, CacheStats, RefusalCause};
 pub use config::{
-    init, parse_budgets, parse_decay, parse_env_var, parse_interval, parse_size, parse_switch,
-    parse_thresholds, parse_with, unknown_variable, ConfigError, ConfigErrors, DecaySetting,
-    MemorySource, Setting, HTTP_ADDR_VARIABLE, OTHER_VARIABLES, VARIABLES, VARIABLE_PREFIX,
+    init, parse_budgets, parse_decay, parse_env_var, parse_gc_percent, parse_interval, parse_size,
+    parse_switch, parse_thresholds, parse_with, unknown_variable, ConfigError, ConfigErrors,
+    DecaySetting, MemorySource, Setting, HTTP_ADDR_VARIABLE, OTHER_VARIABLES, VARIABLES,
+    VARIABLE_PREFIX,
 };
 pub use emergency_reserve::{
     emergency_reserve_stats, set_emergency_reserve, use_emergency_reserve, EmergencyReserveStats,
     DEFAULT_EMERGENCY_RESERVE,
+};
+#[cfg(feature = "jemalloc")]
+pub use gc_percent::{
+    gc_percent, gc_percent_bound, gc_percent_stats, set_gc_percent, GcPercentStats,
+    GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
 };
 pub use global::{DefaultInner, Governor};
 pub use histogram::{
