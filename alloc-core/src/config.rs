@@ -569,12 +569,13 @@ fn expected_variable(name: &str) -> String {
     let all = || VARIABLES.iter().chain(OTHER_VARIABLES.iter()).copied();
     let list = all().collect::<Vec<_>>().join(", ");
     // Close enough: a few typed characters apart (MEMGOV_LIMT, MEMGOV_LIMITS, MEMGOV_SOFTLIMIT),
-    // whatever the case.
+    // whatever the case; one per three characters after the prefix, so that a short name
+    // (MEMGOV_GOGC) is not suggested for every other short one (MEMGOV_NOPE).
     let upper = name.to_ascii_uppercase();
     let nearest = all()
         .map(|known| (edit_distance(&upper, known), known))
         .min()
-        .filter(|&(d, _)| d <= 3);
+        .filter(|&(d, known)| d <= (known.len().saturating_sub(VARIABLE_PREFIX.len()) / 3).max(1));
     match nearest {
         Some((_, known)) => {
             format!("one of the variables memgov reads (did you mean {known}?): {list}")
@@ -1266,6 +1267,8 @@ mod tests {
             ("MEMGOV_BUDGET", "MEMGOV_BUDGETS"),
             ("MEMGOV_HTTP_ADR", "MEMGOV_HTTP_ADDR"),
             ("MEMGOV_limit", "MEMGOV_LIMIT"),
+            ("MEMGOV_GOG", "MEMGOV_GOGC"),
+            ("MEMGOV_BACKGROUNDTHREAD", "MEMGOV_BACKGROUND_THREADS"),
         ] {
             let e = unknown_variable(name, "2GiB").expect(name);
             assert_eq!((e.var, e.value.as_str()), (name, "2GiB"));
