@@ -571,3 +571,48 @@ fn queues_are_exported_and_judged() {
     let text = stats::to_prometheus(&memgov::snapshot());
     assert!(!text.contains("queue=\""), "{text}");
 }
+
+#[test]
+#[serial]
+fn jemalloc_and_its_policies_are_exported() {
+    let text = stats::to_prometheus(&memgov::snapshot());
+    let samples = parse_prometheus(&text);
+    let json: serde_json::Value =
+        serde_json::from_str(&stats::to_json(&memgov::snapshot())).expect("valid JSON");
+    if !cfg!(feature = "jemalloc") {
+        assert!(
+            !samples.keys().any(|k| k.starts_with("memgov_jemalloc_")),
+            "{text}"
+        );
+        assert!(json["jemalloc"].is_null());
+        return;
+    }
+    #[cfg(feature = "jemalloc")]
+    {
+        let resident = samples["memgov_jemalloc_resident_bytes"];
+        let allocated = samples["memgov_jemalloc_allocated_bytes"];
+        assert!(resident > 0.0 && allocated > 0.0, "{text}");
+        assert!(samples["memgov_jemalloc_active_bytes"] >= allocated * 0.9);
+        assert_eq!(samples["memgov_responder_running"], 0.0);
+        assert!(
+            !samples.contains_key("memgov_gc_percent"),
+            "the GC percent is off: {text}"
+        );
+        let j = &json["jemalloc"];
+        assert!(j["jemalloc_resident_bytes"].as_u64().unwrap() > 0, "{j}");
+        assert!(j["gc_percent"].is_null(), "{j}");
+        assert_eq!(j["responder_purges_total"], 0);
+
+        let previous = memgov::jemalloc::set_gc_percent(Some(150));
+        let text = stats::to_prometheus(&memgov::snapshot());
+        assert_eq!(
+            parse_prometheus(&text)["memgov_gc_percent"],
+            150.0,
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&stats::to_json(&memgov::snapshot())).unwrap();
+        assert_eq!(json["jemalloc"]["gc_percent"], 150);
+        memgov::jemalloc::set_gc_percent(previous);
+    }
+}

@@ -66,18 +66,33 @@ fn has_budget(b: &BudgetStats) -> bool {
 ///  "budget": {"hard_limit_bytes", "soft_limit_bytes", "charged_bytes", "level", "failures"},
 ///  "emergency_reserve": {"target_bytes", "held_bytes", "draws", "drawn_bytes"},
 ///  "shadow_tables": {"resident_bytes" (null without tables), "released_bytes"},
+///  "jemalloc": {"jemalloc_allocated_bytes", "jemalloc_active_bytes", "jemalloc_resident_bytes",
+///               "jemalloc_mapped_bytes", "jemalloc_retained_bytes", "jemalloc_metadata_bytes",
+///               "jemalloc_dirty_bytes", "jemalloc_muzzy_bytes" (these eight absent when
+///               jemalloc's statistics cannot be read), "responder_running",
+///               "responder_pressure_level", "responder_decay_changes_total",
+///               "responder_purges_total", "responder_purged_bytes_total",
+///               "responder_errors_total", "gc_percent" (null when off),
+///               "gc_percent_samples_total", "gc_percent_purges_total",
+///               "gc_percent_purged_bytes_total", "gc_percent_errors_total"}
+///              (null without the jemalloc feature),
 ///  "components": [{"name", "live_bytes", "peak_live_bytes", "alloc_count", "free_count",
 ///                  "realloc_count", "total_allocated_bytes", "total_freed_bytes",
 ///                  "budget": {...} or null}],
 ///  "caches": [{"name", "component", "entries", "weight", "max_weight", "bound", "level",
 ///              "hits", "misses", "inserts", "evictions", "shed", "refused", "expired"}],
 ///  "pools": [{"name", "component", "idle", "lent", "max_idle", "bound", "level", "hits",
-///             "misses", "returns", "discards", "shed", "detached"}]}
+///             "misses", "returns", "discards", "shed", "detached"}],
+///  "queues": [{"name", "component", "overflow", "entries", "weight", "capacity", "max_weight",
+///              "bound", "weight_bound", "level", "closed", "peak_entries", "pushed", "popped",
+///              "displaced", "refused", "waits", "shed"}]}
 /// ```
 ///
 /// Limits absent are `null`, and so are the weights of caches bounded by pressure alone; levels
-/// are `"normal"`, `"warning"` or `"critical"`. The caches and pools are the live ones
-/// ([`alloc_core::caches`], [`alloc_core::pools`]), read when the JSON is made.
+/// are `"normal"`, `"warning"` or `"critical"`; a queue's overflow is `"drop_oldest"`,
+/// `"reject"` or `"block"`. The caches, pools and queues are the live ones
+/// ([`alloc_core::caches`], [`alloc_core::pools`], [`alloc_core::queues`]), and jemalloc's
+/// figures are read, when the JSON is made.
 ///
 /// ```
 /// let json = alloc_stats::to_json(&alloc_core::snapshot());
@@ -121,6 +136,7 @@ pub fn to_json(s: &Snapshot) -> String {
         ",\"released_bytes\":{}}}",
         s.global.shadow_released_bytes
     );
+    crate::export_jemalloc::json(&mut out);
     out.push_str(",\"components\":[");
     for (i, c) in s.components.iter().enumerate() {
         if i > 0 {
@@ -337,9 +353,12 @@ fn budget_sample(out: &mut String, name: &str, scope: Option<&str>, v: impl std:
 
 /// The snapshot in the Prometheus text exposition format (version 0.0.4): one family per figure,
 /// each sample labelled `component`; in the budget families the process-wide budget's samples
-/// have no label. Components that never allocated are left out. Then the live caches and pools,
-/// read when the text is made (labelled `cache` or `pool`, and `component`; a name two live
-/// caches share gets `#2`, `#3`... in the order they were built, so that no series repeats).
+/// have no label. Components that never allocated are left out. Then the live caches, pools and
+/// queues, read when the text is made (labelled `cache`, `pool` or `queue`, and `component`; a
+/// name two live caches share gets `#2`, `#3`... in the order they were built, so that no series
+/// repeats), and with the `jemalloc` feature jemalloc's byte counts (`memgov_jemalloc_*`), the
+/// soft-limit responder's figures (`memgov_responder_*`) and the GC percent's
+/// (`memgov_gc_percent*`), unlabelled.
 ///
 /// ```
 /// let text = alloc_stats::to_prometheus(&alloc_core::snapshot());
@@ -484,6 +503,7 @@ pub fn to_prometheus(s: &Snapshot) -> String {
     prometheus_owned(&mut out, "queue", &queues, &QUEUE_FAMILIES, |q| {
         (q.name, q.component)
     });
+    crate::export_jemalloc::prometheus(&mut out);
     out
 }
 

@@ -33,6 +33,7 @@
 pub mod assertions;
 mod diff;
 mod export;
+mod export_jemalloc;
 mod health;
 mod history;
 #[cfg(feature = "http")]

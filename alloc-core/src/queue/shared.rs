@@ -96,11 +96,11 @@ fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>, ()> {
     }
 }
 
-/// Spins, then yields, until `ready` holds or about 20 µs to a few scheduler slices have passed
-/// (crossbeam's `Backoff::snooze` steps); true if it held. A producer and a consumer that meet
-/// at a full or empty queue mostly find their partner done within that, and skip the two futex
-/// calls of a park and a wake-up.
-fn spin_until(ready: impl Fn() -> bool) -> bool {
+/// Spins, then yields, until `ready` holds: 63 spin-loop hints in rounds of 1 to 32 (crossbeam's
+/// `Backoff::snooze` steps), then up to 4 yields to the scheduler, checking between rounds. A
+/// producer and a consumer that meet at a full or empty queue mostly find their partner done
+/// within that, and skip the two futex calls of a park and a wake-up.
+fn spin_until(ready: impl Fn() -> bool) {
     for step in 0..10u32 {
         if step < 6 {
             for _ in 0..1u32 << step {
@@ -110,10 +110,9 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             std::thread::yield_now();
         }
         if ready() {
-            return true;
+            return;
         }
     }
-    false
 }
 
 /// What a push does when the queue has no room: the queue's overflow policy, unless the push
