@@ -212,7 +212,7 @@ fn compaction_advice(f: JemallocFigures) -> Vec<String> {
     let kept = ratio(f.resident, f.active);
     if kept >= FRAGMENTATION_ALERT && f.resident.saturating_sub(f.active) >= WASTE_ALERT_BYTES {
         advice.push(format!(
-            "resident memory is {kept:.2}x the active memory: freed pages are kept; compact() or a soft limit returns them"
+            "resident memory is {kept:.2}x the active memory: freed pages are kept; compact(), a soft limit or a GC percent (MEMGOV_GOGC=100) returns them"
         ));
     }
     advice
