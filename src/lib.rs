@@ -24,9 +24,9 @@ pub use alloc_stats::{assert_allocations, assert_max_live, assert_no_leaks};
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc {
     pub use alloc_core::{
-        gc_percent, gc_percent_bound, gc_percent_stats, responder_stats, set_gc_percent,
-        start_responder, stop_responder, GcPercentStats, PressureSource, ResponderPolicy,
-        ResponderStats, GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
+        effective_gc_percent, gc_percent, gc_percent_bound, gc_percent_stats, responder_stats,
+        set_gc_percent, start_responder, stop_responder, GcPercentStats, PressureSource,
+        ResponderPolicy, ResponderStats, GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
     };
     /// Untyped `mallctl` access, for controls the typed functions do not cover.
     pub use alloc_jemalloc::raw;

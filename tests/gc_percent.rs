@@ -100,3 +100,28 @@ fn nothing_is_purged_within_the_bound_or_while_off() {
     assert_eq!(g.purges, purges);
     drop(live);
 }
+
+#[test]
+#[serial]
+fn the_percent_tightens_under_pressure() {
+    let live = blocks(8);
+    // A process soft limit just under what is charged now: Critical. The responder that such a
+    // limit starts is stopped, so that every purge here is the GC percent's.
+    memgov::flush_thread();
+    let charged = memgov::budget_stats(memgov::Scope::Process).charged_bytes;
+    memgov::set_process_limits(memgov::Limits::soft(charged * 9 / 10)).unwrap();
+    memgov::jemalloc::stop_responder();
+    wait_for("Critical", || memgov::pressure() == memgov::Level::Critical);
+    // A thousand percent would let about 80 MiB be kept; at Critical it works to 250%, 20 MiB.
+    // What earlier tests left is given back first: only the 48 MiB below are kept.
+    memgov::jemalloc::compact().unwrap();
+    let purges = gc_percent_stats().purges;
+    set_gc_percent(Some(1000));
+    drop(blocks(48));
+    wait_for("a purge", || gc_percent_stats().purges > purges);
+    assert_eq!(gc_percent_stats().last_effective_percent, Some(250));
+    set_gc_percent(None);
+    memgov::set_process_limits(memgov::Limits::NONE).unwrap();
+    memgov::jemalloc::stop_responder();
+    drop(live);
+}

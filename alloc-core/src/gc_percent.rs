@@ -15,10 +15,16 @@
 //! stays within `GOGC` percent of its live data. `0` keeps nothing past the floor; `None` (`off`,
 //! the default) leaves it to jemalloc's decay.
 //!
+//! Under pressure the percent tightens, as seed 003's dynamic GC percentage does: while the
+//! process's pressure level is Warning the task works to half the percent set, at Critical to a
+//! quarter ([`effective_gc_percent`]; the fractions [`adaptive_size`](crate::adaptive_size) scales
+//! a buffer by).
+//!
 //! It complements the soft-limit responder (`GOMEMLIMIT`, [`start_responder`](crate::start_responder)),
 //! which acts on the distance to a limit, as `GOMEMLIMIT` complements `GOGC`.
 
 use crate::monitor;
+use crate::pressure::{self, Level};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
@@ -41,6 +47,7 @@ static PURGED: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 static LAST_LIVE: AtomicU64 = AtomicU64::new(0);
 static LAST_KEPT: AtomicU64 = AtomicU64::new(0);
+static LAST_EFFECTIVE: AtomicU64 = AtomicU64::new(OFF);
 
 /// What the GC percent's task has seen and done ([`gc_percent_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +67,9 @@ pub struct GcPercentStats {
     pub last_live_bytes: u64,
     /// The dirty and muzzy bytes jemalloc kept at the last sample.
     pub last_kept_bytes: u64,
+    /// The percent the last sample worked to ([`effective_gc_percent`] of the percent and the
+    /// process's level then); `None` before the first sample.
+    pub last_effective_percent: Option<u32>,
 }
 
 /// Sets the GC percent (the Rust twin of Go's `debug.SetGCPercent`): from now on, the freed
@@ -109,6 +119,24 @@ pub fn gc_percent_stats() -> GcPercentStats {
         errors: ERRORS.load(Relaxed),
         last_live_bytes: LAST_LIVE.load(Relaxed),
         last_kept_bytes: LAST_KEPT.load(Relaxed),
+        last_effective_percent: decode(LAST_EFFECTIVE.load(Relaxed)),
+    }
+}
+
+/// The percent the task works to at the process's pressure `level`: `percent` at Normal, half
+/// of it at Warning, a quarter at Critical (rounded down).
+///
+/// ```
+/// use alloc_core::{effective_gc_percent, Level};
+/// assert_eq!(effective_gc_percent(100, Level::Normal), 100);
+/// assert_eq!(effective_gc_percent(100, Level::Warning), 50);
+/// assert_eq!(effective_gc_percent(100, Level::Critical), 25);
+/// ```
+pub fn effective_gc_percent(percent: u32, level: Level) -> u32 {
+    match level {
+        Level::Normal => percent,
+        Level::Warning => percent / 2,
+        Level::Critical => percent / 4,
     }
 }
 
@@ -139,8 +167,10 @@ fn tick() {
         }
     };
     let kept = stats.dirty + stats.muzzy;
+    let percent = effective_gc_percent(percent, pressure::pressure());
     LAST_LIVE.store(stats.allocated, Relaxed);
     LAST_KEPT.store(kept, Relaxed);
+    LAST_EFFECTIVE.store(u64::from(percent), Relaxed);
     if kept <= gc_percent_bound(stats.allocated, percent) {
         return;
     }

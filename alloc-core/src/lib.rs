@@ -92,8 +92,8 @@ pub use emergency_reserve::{
 };
 #[cfg(feature = "jemalloc")]
 pub use gc_percent::{
-    gc_percent, gc_percent_bound, gc_percent_stats, set_gc_percent, GcPercentStats,
-    GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
+    effective_gc_percent, gc_percent, gc_percent_bound, gc_percent_stats, set_gc_percent,
+    GcPercentStats, GC_PERCENT_FLOOR, GC_PERCENT_INTERVAL,
 };
 pub use global::{DefaultInner, Governor};
 pub use histogram::{
