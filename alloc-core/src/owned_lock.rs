@@ -3,11 +3,12 @@
 //! (it forks from inside a cache's `with` closure, say), which it would otherwise wait for
 //! for ever. A holder may also wait on a condition variable, which releases the lock meanwhile.
 
+use std::any::Any;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A mutex whose holder is known.
@@ -89,6 +90,36 @@ impl<'a, T> OwnedGuard<'a, T> {
         holder.store(thread_token(), Relaxed);
         (OwnedGuard { guard, holder }, timed_out)
     }
+}
+
+/// A lock held for the fork handler, with the `Arc` whose allocation holds it kept alive while
+/// it is.
+struct HeldForFork<O: 'static, T: 'static> {
+    // Declared first, so dropped (the lock released) before `_owner` lets the lock go.
+    _guard: OwnedGuard<'static, T>,
+    _owner: Arc<O>,
+}
+
+/// Takes the lock `lock` finds in `owner` (a cache's, pool's or queue's state) for the fork
+/// handler, unless the calling thread holds it already; the result keeps it, and `owner`, until
+/// dropped.
+pub(crate) fn hold_for_fork<O: Send + Sync + 'static, T: 'static>(
+    owner: Arc<O>,
+    lock: fn(&O) -> &OwnedLock<T>,
+) -> Option<Box<dyn Any>> {
+    let held = lock(&owner);
+    if held.held_here() {
+        return None;
+    }
+    // SAFETY: `lock` borrows the lock from `*owner` (its signature ties the borrow to it), so the
+    // lock lives in the `Arc`'s allocation (or for ever), which `HeldForFork` keeps alive in its
+    // second field; its first, the guard, is dropped before it. So the borrow, made `'static`
+    // here, never outlives the lock it borrows.
+    let held: &'static OwnedLock<T> = unsafe { &*std::ptr::from_ref(held) };
+    Some(Box::new(HeldForFork {
+        _guard: held.lock(),
+        _owner: owner,
+    }))
 }
 
 impl<T> Drop for OwnedGuard<'_, T> {

@@ -1,7 +1,7 @@
 //! [`Pool`]: reusable objects (buffers, scratch structures) that belong to a component, with a
 //! bounded number kept idle, fewer while memory is under pressure.
 
-use crate::owned_lock::{OwnedGuard, OwnedLock};
+use crate::owned_lock::{self, OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::{self, ComponentId};
 use crate::scope::try_enter;
@@ -353,30 +353,13 @@ impl<T> Shared<T> {
     }
 }
 
-/// A pool's lock held for the fork handler, with the pool kept alive while it is.
-struct HeldForFork<T: 'static> {
-    // Declared first, so dropped (the lock released) before `_shared` lets the pool go.
-    _guard: OwnedGuard<'static, State<T>>,
-    _shared: Arc<Shared<T>>,
-}
-
 impl<T: Send + 'static> Shed for Shared<T> {
     fn figures(&self) -> Option<Figures> {
         (!self.state.held_here()).then(|| Figures::Pool(self.stats()))
     }
 
     fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
-        if self.state.held_here() {
-            return None;
-        }
-        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
-        // its second field; its first, the guard, is dropped before it. So the borrow, made
-        // `'static` here, never outlives the lock it borrows.
-        let state: &'static OwnedLock<State<T>> = unsafe { &*std::ptr::addr_of!(self.state) };
-        Some(Box::new(HeldForFork {
-            _guard: state.lock(),
-            _shared: self,
-        }))
+        owned_lock::hold_for_fork(self, |shared: &Self| &shared.state)
     }
 
     fn refresh_level(&self) {

@@ -4,7 +4,7 @@
 
 use super::lru::Lru;
 use super::CacheStats;
-use crate::owned_lock::{OwnedGuard, OwnedLock};
+use crate::owned_lock::{self, OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::ComponentId;
 use crate::scope::try_enter;
@@ -172,30 +172,13 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     }
 }
 
-/// A cache's lock held for the fork handler, with the cache kept alive while it is.
-struct HeldForFork<K: 'static, V: 'static> {
-    // Declared first, so dropped (the lock released) before `_shared` lets the cache go.
-    _guard: OwnedGuard<'static, State<K, V>>,
-    _shared: Arc<Shared<K, V>>,
-}
-
 impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K, V> {
     fn figures(&self) -> Option<Figures> {
         (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
     }
 
     fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
-        if self.state.held_here() {
-            return None;
-        }
-        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
-        // its second field; its first, the guard, is dropped before it. So the borrow, made
-        // `'static` here, never outlives the lock it borrows.
-        let state: &'static OwnedLock<State<K, V>> = unsafe { &*std::ptr::addr_of!(self.state) };
-        Some(Box::new(HeldForFork {
-            _guard: state.lock(),
-            _shared: self,
-        }))
+        owned_lock::hold_for_fork(self, |shared: &Self| &shared.state)
     }
 
     fn refresh_level(&self) {

@@ -5,7 +5,7 @@
 use super::refusal::{PopTimeoutError, PushError, PushRefusal};
 use super::wakers::{ToWake, Wakers};
 use super::{Overflow, QueueStats};
-use crate::owned_lock::{OwnedGuard, OwnedLock};
+use crate::owned_lock::{self, OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::ComponentId;
 use crate::scope::try_enter;
@@ -396,30 +396,13 @@ impl<T> Shared<T> {
     }
 }
 
-/// A queue's lock held for the fork handler, with the queue kept alive while it is.
-struct HeldForFork<T: 'static> {
-    // Declared first, so dropped (the lock released) before `_shared` lets the queue go.
-    _guard: OwnedGuard<'static, State<T>>,
-    _shared: Arc<Shared<T>>,
-}
-
 impl<T: Send + 'static> Shed for Shared<T> {
     fn figures(&self) -> Option<Figures> {
         (!self.state.held_here()).then(|| Figures::Queue(self.stats()))
     }
 
     fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
-        if self.state.held_here() {
-            return None;
-        }
-        // SAFETY: the lock lives in the `Arc`'s allocation, which `HeldForFork` keeps alive in
-        // its second field; its first, the guard, is dropped before it. So the borrow, made
-        // `'static` here, never outlives the lock it borrows.
-        let state: &'static OwnedLock<State<T>> = unsafe { &*std::ptr::addr_of!(self.state) };
-        Some(Box::new(HeldForFork {
-            _guard: state.lock(),
-            _shared: self,
-        }))
+        owned_lock::hold_for_fork(self, |shared: &Self| &shared.state)
     }
 
     fn refresh_level(&self) {
