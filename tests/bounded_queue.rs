@@ -225,32 +225,32 @@ fn a_hard_limit_refuses_growth_and_the_queue_goes_on() {
     memgov::set_budget("queue-hard", Limits::NONE).unwrap();
 }
 
-#[test]
-#[serial]
-fn many_producers_and_consumers_lose_nothing_through_a_blocking_queue() {
-    const PER_PRODUCER: u64 = 50_000;
-    let q = Arc::new(
-        BoundedQueue::builder("queue-mpmc")
-            .capacity(64)
-            .overflow(Overflow::Block)
-            .build(),
-    );
-    let producers: Vec<_> = (0..4u64)
+/// `producers` threads push `per_producer` values each through `q` (with `push`), and
+/// `consumers` threads take them (with `pop`) until the queue is closed and empty: every value
+/// arrives once, and the queue never held more than `capacity`.
+fn pass_through(
+    q: &Arc<BoundedQueue<u64>>,
+    (producers, per_producer, consumers): (u64, u64, usize),
+    push: fn(&BoundedQueue<u64>, u64),
+    pop: fn(&BoundedQueue<u64>) -> Option<u64>,
+) {
+    let producers: Vec<_> = (0..producers)
         .map(|p| {
-            let q = Arc::clone(&q);
+            let q = Arc::clone(q);
             thread::spawn(move || {
-                for i in 0..PER_PRODUCER {
-                    q.push(p * PER_PRODUCER + i).unwrap();
+                for i in 0..per_producer {
+                    push(&q, p * per_producer + i);
                 }
             })
         })
         .collect();
-    let consumers: Vec<_> = (0..4)
+    let total = producers.len() as u64 * per_producer;
+    let consumers: Vec<_> = (0..consumers)
         .map(|_| {
-            let q = Arc::clone(&q);
+            let q = Arc::clone(q);
             thread::spawn(move || {
                 let (mut sum, mut n) = (0u64, 0u64);
-                while let Some(v) = q.pop() {
+                while let Some(v) = pop(&q) {
                     sum += v;
                     n += 1;
                 }
@@ -266,12 +266,28 @@ fn many_producers_and_consumers_lose_nothing_through_a_blocking_queue() {
         .into_iter()
         .map(|c| c.join().unwrap())
         .fold((0, 0), |(s, n), (s2, n2)| (s + s2, n + n2));
-    let total = 4 * PER_PRODUCER;
     assert_eq!((n, sum), (total, total * (total - 1) / 2));
     let s = q.stats();
     assert_eq!((s.total_pushed, s.total_popped), (total, total));
-    assert!(s.peak_entries <= 64);
+    assert!(s.peak_entries <= s.capacity);
     assert_eq!((s.total_displaced, s.total_refused), (0, 0));
+}
+
+#[test]
+#[serial]
+fn many_producers_and_consumers_lose_nothing_through_a_blocking_queue() {
+    let q = Arc::new(
+        BoundedQueue::builder("queue-mpmc")
+            .capacity(64)
+            .overflow(Overflow::Block)
+            .build(),
+    );
+    pass_through(
+        &q,
+        (4, 50_000, 4),
+        |q, v| q.push(v).unwrap(),
+        BoundedQueue::pop,
+    );
 }
 
 #[test]
@@ -553,49 +569,16 @@ fn a_woken_future_dropped_before_its_poll_passes_the_wake_up_on() {
 #[test]
 #[serial]
 fn async_producers_and_consumers_lose_nothing() {
-    const PER_PRODUCER: u64 = 20_000;
     let q = Arc::new(
         BoundedQueue::builder("queue-async-mpmc")
             .capacity(16)
             .overflow(Overflow::Block)
             .build(),
     );
-    let producers: Vec<_> = (0..2u64)
-        .map(|p| {
-            let q = Arc::clone(&q);
-            thread::spawn(move || {
-                block_on(async {
-                    for i in 0..PER_PRODUCER {
-                        q.push_async(p * PER_PRODUCER + i).await.unwrap();
-                    }
-                })
-            })
-        })
-        .collect();
-    let consumers: Vec<_> = (0..2)
-        .map(|_| {
-            let q = Arc::clone(&q);
-            thread::spawn(move || {
-                block_on(async {
-                    let (mut sum, mut n) = (0u64, 0u64);
-                    while let Some(v) = q.pop_async().await {
-                        sum += v;
-                        n += 1;
-                    }
-                    (sum, n)
-                })
-            })
-        })
-        .collect();
-    for p in producers {
-        p.join().unwrap();
-    }
-    q.close();
-    let (sum, n) = consumers
-        .into_iter()
-        .map(|c| c.join().unwrap())
-        .fold((0, 0), |(s, n), (s2, n2)| (s + s2, n + n2));
-    let total = 2 * PER_PRODUCER;
-    assert_eq!((n, sum), (total, total * (total - 1) / 2));
-    assert!(q.stats().peak_entries <= 16);
+    pass_through(
+        &q,
+        (2, 20_000, 2),
+        |q, v| block_on(q.push_async(v)).unwrap(),
+        |q| block_on(q.pop_async()),
+    );
 }
