@@ -670,3 +670,40 @@ fn its_own_structures_cost_under_112_bytes_an_entry() {
     println!("bytes per u64 -> u64 entry: {per_entry:.1}");
     assert!(per_entry < 112.0, "{per_entry:.1} bytes per entry");
 }
+
+/// A hasher that counts the hashers it builds, to see that the cache's map uses it.
+#[derive(Clone, Default)]
+struct CountingHasher(Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::hash::BuildHasher for CountingHasher {
+    type Hasher = std::hash::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::hash::DefaultHasher::new()
+    }
+}
+
+#[test]
+#[serial]
+fn the_map_hashes_with_the_hasher_given_and_keeps_it_when_emptied() {
+    let hasher = CountingHasher::default();
+    let built = || hasher.0.load(std::sync::atomic::Ordering::Relaxed);
+    let cache = BoundedCache::<u32, u32>::builder("bc-hasher")
+        .max_weight(1000)
+        .hasher(hasher.clone())
+        .build();
+    for k in 0..1000 {
+        cache.insert(k, k).unwrap();
+    }
+    let after_inserts = built();
+    assert!(after_inserts >= 1000, "{after_inserts}");
+    assert_eq!(cache.get(&7), Some(7));
+    assert!(built() > after_inserts, "a lookup hashes with it");
+    // Cleared: the new, empty map hashes with a clone of the same hasher.
+    assert_eq!(cache.trim_to(60), 940);
+    cache.clear();
+    let before = built();
+    cache.insert(5, 50).unwrap();
+    assert_eq!(cache.get(&5), Some(50));
+    assert!(built() > before);
+}

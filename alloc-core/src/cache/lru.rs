@@ -6,7 +6,7 @@
 use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 /// The end of a list, or no slot.
 const NIL: u32 = u32::MAX;
@@ -47,8 +47,8 @@ enum Slot<K, V> {
 }
 
 /// Entries ordered by use and by age, with their total weight.
-pub(super) struct Lru<K, V> {
-    map: HashMap<K, u32>,
+pub(super) struct Lru<K, V, S> {
+    map: HashMap<K, u32, S>,
     slots: Vec<Slot<K, V>>,
     /// Each list's front and back.
     ends: [Links; 2],
@@ -57,10 +57,11 @@ pub(super) struct Lru<K, V> {
     weight: u64,
 }
 
-impl<K, V> Default for Lru<K, V> {
-    fn default() -> Self {
+impl<K, V, S> Lru<K, V, S> {
+    /// An empty list whose map hashes with `hasher`.
+    pub(super) fn with_hasher(hasher: S) -> Self {
         Lru {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(hasher),
             slots: Vec::new(),
             ends: [UNLINKED; 2],
             free: NIL,
@@ -69,7 +70,12 @@ impl<K, V> Default for Lru<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Lru<K, V> {
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Lru<K, V, S> {
+    /// An empty list with the same hasher.
+    pub(super) fn emptied(&self) -> Self {
+        Lru::with_hasher(self.map.hasher().clone())
+    }
+
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
@@ -256,9 +262,9 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     /// The same entries, in the same orders, in a slab and a map just big enough for them,
     /// leaving `self` empty for the caller to drop (and with it the old slab and map) where it
     /// likes. `None`, and `self` untouched, when the allocator refuses the memory (a hard limit).
-    pub(super) fn compacted(&mut self) -> Option<Lru<K, V>> {
+    pub(super) fn compacted(&mut self) -> Option<Self> {
         let n = self.len();
-        let mut fresh = Lru::default();
+        let mut fresh = self.emptied();
         fresh.map.try_reserve(n).ok()?;
         fresh.slots.try_reserve_exact(n).ok()?;
         // The old slots from the least to the most recently used, and where each one moves.
@@ -381,10 +387,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::hash_map::RandomState;
 
     /// Entries `k` weighing `k`, born at `k`.
-    fn lru(keys: &[u32]) -> Lru<u32, String> {
-        let mut l = Lru::default();
+    fn lru(keys: &[u32]) -> Lru<u32, String, RandomState> {
+        let mut l = Lru::with_hasher(RandomState::new());
         for &k in keys {
             l.insert(k, k.to_string(), u64::from(k), u64::from(k));
         }
@@ -422,7 +429,7 @@ mod tests {
     #[test]
     fn the_eldest_expire_first() {
         // Births follow insertion, as the cache's clock only moves on.
-        let mut l = Lru::default();
+        let mut l = Lru::with_hasher(RandomState::new());
         for (k, born) in [(5u32, 10), (1, 20), (3, 30)] {
             l.insert(k, k.to_string(), 1, born);
         }

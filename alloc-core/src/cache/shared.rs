@@ -12,7 +12,7 @@ use crate::shed_registry::{Figures, Shed};
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use std::any::Any;
 use std::borrow::Borrow;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ pub(super) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
 /// The cache itself, shared by its handle, the monitor's callback and sweep (weakly), and the
 /// fork handler: its settings, and its state behind one lock.
-pub(super) struct Shared<K, V> {
+pub(super) struct Shared<K, V, S> {
     pub(super) name: &'static str,
     pub(super) component: ComponentId,
     pub(super) max_weight: u64,
@@ -31,12 +31,12 @@ pub(super) struct Shared<K, V> {
     pub(super) shedding: Shedding,
     pub(super) weigher: Option<Weigher<K, V>>,
     pub(super) on_shed: Option<ShedHook>,
-    pub(super) state: OwnedLock<State<K, V>>,
+    pub(super) state: OwnedLock<State<K, V, S>>,
 }
 
 /// What the cache's lock guards: the entries, the level obeyed, and the counts.
-pub(super) struct State<K, V> {
-    pub(super) lru: Lru<K, V>,
+pub(super) struct State<K, V, S> {
+    pub(super) lru: Lru<K, V, S>,
     /// The level the cache obeys.
     pub(super) level: Level,
     /// The weight the cache held when the level last left Normal: what the shedding fractions
@@ -55,8 +55,8 @@ pub(super) struct State<K, V> {
     pub(super) expired: u64,
 }
 
-impl<K: Hash + Eq + Clone, V> Shared<K, V> {
-    pub(super) fn lock(&self) -> OwnedGuard<'_, State<K, V>> {
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Shared<K, V, S> {
+    pub(super) fn lock(&self) -> OwnedGuard<'_, State<K, V, S>> {
         // Nothing user-supplied runs under this lock but `with`'s closure and clones, and every
         // change to the state is complete before either runs: a poisoned lock's data is sound.
         self.state.lock()
@@ -99,7 +99,10 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     /// The lock, once the entry under `key` is gone if it has expired; that entry is returned, to
     /// be dropped after the lock.
     #[allow(clippy::type_complexity)]
-    pub(super) fn lock_unexpired<Q>(&self, key: &Q) -> (OwnedGuard<'_, State<K, V>>, Option<(K, V)>)
+    pub(super) fn lock_unexpired<Q>(
+        &self,
+        key: &Q,
+    ) -> (OwnedGuard<'_, State<K, V, S>>, Option<(K, V)>)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -140,7 +143,7 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
 
     /// The most the cache may weigh now: `max_weight`, capped under pressure unless the level's
     /// fraction keeps everything (then pressure leaves the cache alone).
-    pub(super) fn bound(&self, st: &State<K, V>) -> u64 {
+    pub(super) fn bound(&self, st: &State<K, V, S>) -> u64 {
         if self.shedding.kept(st.level) >= 1.0 {
             self.max_weight
         } else {
@@ -172,7 +175,12 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K, V> {
+impl<
+        K: Hash + Eq + Clone + Send + 'static,
+        V: Send + 'static,
+        S: BuildHasher + Clone + Send + Sync + 'static,
+    > Shed for Shared<K, V, S>
+{
     fn figures(&self) -> Option<Figures> {
         (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
     }
@@ -220,7 +228,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> Shed for Shared<K
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Shared<K, V, S> {
     /// After shedding or a sweep: an empty cache lets go of its structures; a mostly empty one
     /// moves into smaller ones (an allocation in the cache's component, fallible: skipped if a
     /// hard limit refuses it; and never at Critical, where one would be).
@@ -229,7 +237,8 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
         let old = {
             let mut st = self.lock();
             if st.lru.len() == 0 {
-                std::mem::take(&mut st.lru)
+                let empty = st.lru.emptied();
+                std::mem::replace(&mut st.lru, empty)
             } else if level < Level::Critical && st.lru.is_sparse() {
                 match st.lru.compacted() {
                     Some(fresh) => std::mem::replace(&mut st.lru, fresh),
