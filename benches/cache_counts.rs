@@ -8,7 +8,8 @@
 //!
 //! Cases, on 100 000 `u64 -> u64` entries with keys visited in an order with no locality: a lookup
 //! that hits, and the insert of a new key into the full map (the cache evicts its least recently
-//! used entry; the map has its oldest key removed by hand).
+//! used entry; the map has its oldest key removed by hand). Each with std's hasher (SipHash) and
+//! with FxHash (`-fx`, the cache's `.hasher(..)`).
 
 #![allow(missing_docs)]
 
@@ -18,13 +19,23 @@ use std::sync::Mutex;
 
 #[path = "support/cachegrind.rs"]
 mod cachegrind;
+#[path = "support/fx_hash.rs"]
+mod fx_hash;
+
+use fx_hash::FxBuildHasher;
+use std::hash::BuildHasher;
 
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 const ENTRIES: u64 = 100_000;
 const OPS: [u64; 2] = [200_000, 400_000];
-const MAPS: [&str; 2] = ["mutex-hashmap", "bounded-cache"];
+const MAPS: [&str; 4] = [
+    "mutex-hashmap",
+    "bounded-cache",
+    "mutex-hashmap-fx",
+    "bounded-cache-fx",
+];
 const CASES: [&str; 2] = ["lookup", "insert"];
 
 fn key(i: u64) -> u64 {
@@ -33,30 +44,41 @@ fn key(i: u64) -> u64 {
 
 fn run(map: &str, case: &str, ops: u64) {
     match map {
-        "mutex-hashmap" => {
-            let m: Mutex<HashMap<u64, u64>> = Mutex::new((0..ENTRIES).map(|k| (k, k)).collect());
-            for i in 0..ops {
-                let mut m = m.lock().unwrap();
-                if case == "lookup" {
-                    black_box(m.get(&key(i)).copied());
-                } else {
-                    m.insert(ENTRIES + i, i);
-                    black_box(m.remove(&i));
-                }
-            }
+        "mutex-hashmap" => run_map(case, ops, std::collections::hash_map::RandomState::new()),
+        "mutex-hashmap-fx" => run_map(case, ops, FxBuildHasher::default()),
+        "bounded-cache" => run_cache(case, ops, std::collections::hash_map::RandomState::new()),
+        _ => run_cache(case, ops, FxBuildHasher::default()),
+    }
+}
+
+fn run_map<S: BuildHasher>(case: &str, ops: u64, hasher: S) {
+    let mut filled = HashMap::with_hasher(hasher);
+    filled.extend((0..ENTRIES).map(|k| (k, k)));
+    let m = Mutex::new(filled);
+    for i in 0..ops {
+        let mut m = m.lock().unwrap();
+        if case == "lookup" {
+            black_box(m.get(&key(i)).copied());
+        } else {
+            m.insert(ENTRIES + i, i);
+            black_box(m.remove(&i));
         }
-        _ => {
-            let cache = memgov::BoundedCache::<u64, u64>::new("cache-counts", ENTRIES);
-            for k in 0..ENTRIES {
-                cache.insert(k, k).unwrap();
-            }
-            for i in 0..ops {
-                if case == "lookup" {
-                    black_box(cache.get(&key(i)));
-                } else {
-                    black_box(cache.insert(ENTRIES + i, i).unwrap());
-                }
-            }
+    }
+}
+
+fn run_cache<S: BuildHasher + Clone + Send + Sync + 'static>(case: &str, ops: u64, hasher: S) {
+    let cache = memgov::BoundedCache::<u64, u64>::builder("cache-counts")
+        .max_weight(ENTRIES)
+        .hasher(hasher)
+        .build();
+    for k in 0..ENTRIES {
+        cache.insert(k, k).unwrap();
+    }
+    for i in 0..ops {
+        if case == "lookup" {
+            black_box(cache.get(&key(i)));
+        } else {
+            black_box(cache.insert(ENTRIES + i, i).unwrap());
         }
     }
 }
@@ -74,7 +96,7 @@ fn main() {
     let exe = args[0].clone();
     println!("per operation, under cachegrind; ratios over the Mutex<HashMap>");
     println!(
-        "{:<14} {:>7} {:>13} {:>7} {:>10} {:>7}",
+        "{:<16} {:>7} {:>13} {:>7} {:>10} {:>7}",
         "map", "case", "instructions", "ratio", "L1d misses", "ratio"
     );
     for case in CASES {
@@ -90,7 +112,7 @@ fn main() {
                 plain = [per_op(0), per_op(1)];
             }
             println!(
-                "{map:<14} {case:>7} {:>13.1} {:>6.2}x {:>10.2} {:>6.2}x",
+                "{map:<16} {case:>7} {:>13.1} {:>6.2}x {:>10.2} {:>6.2}x",
                 per_op(0),
                 per_op(0) / plain[0],
                 per_op(1),

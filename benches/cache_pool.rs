@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
+#[path = "support/fx_hash.rs"]
+mod fx_hash;
+use fx_hash::FxBuildHasher;
+
 /// Entries in each map.
 const ENTRIES: u64 = 100_000;
 
@@ -27,6 +31,18 @@ fn key(i: u64) -> u64 {
 
 fn full_cache() -> BoundedCache<u64, u64> {
     let cache = BoundedCache::new("bench-cache", ENTRIES);
+    for k in 0..ENTRIES {
+        cache.insert(k, k).unwrap();
+    }
+    cache
+}
+
+/// The same with FxHash instead of std's SipHash.
+fn full_fx_cache() -> BoundedCache<u64, u64, FxBuildHasher> {
+    let cache = BoundedCache::builder("bench-cache")
+        .max_weight(ENTRIES)
+        .hasher(FxBuildHasher::default())
+        .build();
     for k in 0..ENTRIES {
         cache.insert(k, k).unwrap();
     }
@@ -78,6 +94,12 @@ fn gets(c: &mut Criterion) {
                 Arc::new(move |k| cache.get(&k));
             b.iter_custom(|iters| lookups(threads, iters, Arc::clone(&get)))
         });
+        g.bench_function("bounded-cache-fx", |b| {
+            let cache = Arc::new(full_fx_cache());
+            let get: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> =
+                Arc::new(move |k| cache.get(&k));
+            b.iter_custom(|iters| lookups(threads, iters, Arc::clone(&get)))
+        });
         g.finish();
     }
 }
@@ -98,6 +120,14 @@ fn inserts(c: &mut Criterion) {
     });
     g.bench_function("bounded-cache", |b| {
         let cache = full_cache();
+        let mut next = ENTRIES;
+        b.iter(|| {
+            black_box(cache.insert(next, next).unwrap());
+            next += 1;
+        })
+    });
+    g.bench_function("bounded-cache-fx", |b| {
+        let cache = full_fx_cache();
         let mut next = ENTRIES;
         b.iter(|| {
             black_box(cache.insert(next, next).unwrap());
