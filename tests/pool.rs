@@ -220,3 +220,41 @@ fn a_guard_in_a_thread_local_comes_back_at_thread_exit() {
     let s = pool.stats();
     assert_eq!((s.live_out, s.live_idle, s.total_returns), (0, 1, 1));
 }
+
+#[test]
+#[serial]
+fn try_get_with_hands_back_a_failure_to_make_at_a_hard_limit() {
+    memgov::set_budget("pool-hard", Limits::hard(64 * KIB as u64)).unwrap();
+    let pool = Pool::new("pool-hard", 8, || Vec::<u8>::with_capacity(16 * KIB));
+    let fallible = || -> Result<Vec<u8>, std::collections::TryReserveError> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(16 * KIB)?;
+        Ok(buf)
+    };
+    // Made in the pool's component until its 64 KiB are spent: three, since the idle list the
+    // pool reserved there (8 slots) leaves less than a fourth 16 KiB.
+    let mut lent = Vec::new();
+    let refused = loop {
+        match pool.try_get_with(fallible) {
+            Ok(buf) => lent.push(buf),
+            Err(e) => break e,
+        }
+        assert!(lent.len() <= 4, "past the hard limit");
+    };
+    assert_eq!(lent.len(), 3);
+    assert!(
+        refused.to_string().contains("allocator returned an error"),
+        "{refused}"
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (s.total_misses, s.live_out),
+        (lent.len() as u64 + 1, lent.len() as u64)
+    );
+    // Once one comes back, it is reused: no making, no failure.
+    lent.pop();
+    let again = pool.try_get_with(fallible).expect("an idle buffer");
+    assert_eq!(pool.stats().total_hits, 1);
+    drop((again, lent, pool));
+    memgov::set_budget("pool-hard", Limits::NONE).unwrap();
+}

@@ -222,6 +222,36 @@ impl<T: Send + 'static> Pool<T> {
     /// An idle object, or a new one if none is idle. It comes back to the pool when the guard is
     /// dropped.
     pub fn get(&self) -> Pooled<T> {
+        match self.try_get_with(|| Ok::<T, std::convert::Infallible>((self.shared.make)())) {
+            Ok(pooled) => pooled,
+            Err(never) => match never {},
+        }
+    }
+
+    /// An idle object, or, if none is idle, what `make` makes instead of the pool's own maker
+    /// (inside the pool's component): the fallible twin of [`get`](Self::get), for objects
+    /// whose making can fail, at a hard limit say. A failure is counted as a miss and handed
+    /// back.
+    ///
+    /// # Errors
+    /// What `make` returned.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+    /// #     alloc_core::Governor::with_inner(std::alloc::System);
+    /// use std::collections::TryReserveError;
+    /// let buffers = alloc_core::Pool::new("doc-try-get", 4, || Vec::<u8>::with_capacity(4096));
+    /// // Made fallibly: at a hard limit on "doc-try-get", this is an `Err`, not an abort.
+    /// let fallible = || -> Result<Vec<u8>, TryReserveError> {
+    ///     let mut buf = Vec::new();
+    ///     buf.try_reserve_exact(4096)?;
+    ///     Ok(buf)
+    /// };
+    /// let buf = buffers.try_get_with(fallible).unwrap();
+    /// assert!(buf.capacity() >= 4096);
+    /// ```
+    pub fn try_get_with<E>(&self, make: impl FnOnce() -> Result<T, E>) -> Result<Pooled<T>, E> {
         let idle = {
             let mut st = self.shared.lock();
             let idle = st.idle.pop();
@@ -234,20 +264,20 @@ impl<T: Send + 'static> Pool<T> {
         let value = match idle {
             Some(value) => value,
             None => {
-                let value = {
+                let made = {
                     let _scope = try_enter(self.shared.component).ok();
-                    (self.shared.make)()
+                    make()
                 };
                 let mut st = self.shared.lock();
                 st.misses += 1;
-                st.out += 1;
-                value
+                st.out += u64::from(made.is_ok());
+                made?
             }
         };
-        Pooled {
+        Ok(Pooled {
             value: ManuallyDrop::new(value),
             pool: Arc::clone(&self.shared),
-        }
+        })
     }
 
     /// Drops every idle object.
