@@ -66,8 +66,18 @@ fn wait_for_reports(reports: &Reports, n: usize) -> Vec<(ShedReport, String)> {
 
 /// A cache weighing values by their length, recording its shed reports.
 fn pressure_cache(name: &'static str, reports: &Reports) -> BoundedCache<u32, Arc<Vec<u8>>> {
+    sharded_pressure_cache(name, reports, 1)
+}
+
+/// [`pressure_cache`] in `shards` shards.
+fn sharded_pressure_cache(
+    name: &'static str,
+    reports: &Reports,
+    shards: usize,
+) -> BoundedCache<u32, Arc<Vec<u8>>> {
     let log = Arc::clone(reports);
     BoundedCache::builder(name)
+        .shards(shards)
         .weigher(|_: &u32, v: &Arc<Vec<u8>>| v.len() as u64)
         .on_shed(move |report| {
             let thread = thread::current().name().unwrap_or("").to_string();
@@ -706,4 +716,127 @@ fn the_map_hashes_with_the_hasher_given_and_keeps_it_when_emptied() {
     cache.insert(5, 50).unwrap();
     assert_eq!(cache.get(&5), Some(50));
     assert!(built() > before);
+}
+
+#[test]
+#[serial]
+fn a_sharded_cache_splits_its_bound_and_is_seen_as_one() {
+    memgov::flush_thread();
+    let cache = BoundedCache::<u32, u32>::builder("bc-shards")
+        .name("bc-sharded")
+        .max_weight(1000)
+        .shards(4)
+        .build();
+    for k in 0..4000 {
+        cache.insert(k, k).unwrap();
+    }
+    // Each shard holds its 250 most recently used keys (about a thousand keys went to each).
+    assert_eq!(cache.len(), 1000);
+    for k in 3900..4000 {
+        assert_eq!(cache.get(&k), Some(k), "the newest keys are all there");
+    }
+    assert!(!cache.contains_key(&0));
+    assert_eq!(cache.remove(&3999), Some(3999));
+    let s = cache.stats();
+    assert_eq!(
+        (s.max_weight, s.bound, s.live_entries, s.live_weight),
+        (1000, 1000, 999, 999)
+    );
+    assert_eq!(
+        (
+            s.total_inserts,
+            s.total_evictions,
+            s.total_hits,
+            s.total_misses
+        ),
+        (4000, 3000, 100, 0)
+    );
+    let listed: Vec<_> = memgov::caches()
+        .into_iter()
+        .filter(|c| c.name == "bc-sharded")
+        .collect();
+    assert_eq!(listed, [s], "listed once, with the shards' figures summed");
+    // Trimmed to 100: each shard to a quarter of it.
+    assert_eq!(cache.trim_to(100), 899);
+    assert_eq!(cache.weight(), 100);
+    cache.clear();
+    assert!(cache.is_empty());
+    drop(cache);
+    memgov::flush_thread();
+    assert_eq!(
+        live("bc-shards"),
+        0,
+        "the shards' structures are freed with the cache"
+    );
+}
+
+#[test]
+#[serial]
+fn threads_share_a_sharded_cache_within_its_bound() {
+    let cache = Arc::new(
+        BoundedCache::<u64, u64>::builder("bc-shards-threads")
+            .max_weight(512)
+            .shards(8)
+            .build(),
+    );
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let k = (i * 7 + t) % 2000;
+                    if cache.get(&k).is_none() {
+                        cache.insert(k, k).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!(s.total_hits + s.total_misses, 80_000);
+    assert_eq!(s.total_inserts, s.total_misses);
+    // 2000 keys over 8 shards of 64: every shard is full, and none past its share.
+    assert_eq!(s.live_entries, 512, "{s:?}");
+}
+
+#[test]
+#[serial]
+fn a_sharded_cache_sheds_in_every_shard_and_reports_once() {
+    start_monitor();
+    memgov::set_budget("bc-shards-warning", Limits::soft(16 * MIB as u64)).unwrap();
+    let reports = Reports::default();
+    let cache = sharded_pressure_cache("bc-shards-warning", &reports, 4);
+    // 13 MiB: 81%, Normal.
+    fill(&cache, 0..208);
+    settle();
+    assert!(recorded(&reports).is_empty());
+    // 1 MiB more: 87.5%, Warning. Each shard sheds to half of what it held: the cache to about
+    // half, and the component back to Normal.
+    let ballast = {
+        let _s = memgov::component_scope("bc-shards-warning");
+        vec![1u8; MIB]
+    };
+    let r = wait_for_reports(&reports, 2);
+    assert_eq!(
+        r.len(),
+        2,
+        "one report per change of level, not one per shard: {r:?}"
+    );
+    let (warn, thread_name) = &r[0];
+    assert_eq!(thread_name, "memgov-monitor");
+    assert_eq!((warn.previous, warn.level), (Level::Normal, Level::Warning));
+    assert_eq!(warn.entries_before, 208);
+    // A shard with an odd number keeps the half rounded down.
+    assert!((104..=106).contains(&warn.shed), "{warn:?}");
+    assert_eq!(warn.entries_after + warn.shed, 208, "{warn:?}");
+    assert_eq!(cache.stats().total_shed, warn.shed);
+    assert_eq!(
+        (r[1].0.previous, r[1].0.level),
+        (Level::Warning, Level::Normal)
+    );
+    drop((ballast, cache));
+    memgov::set_budget("bc-shards-warning", Limits::NONE).unwrap();
 }

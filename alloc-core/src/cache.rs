@@ -3,6 +3,7 @@
 
 mod lru;
 mod refusal;
+mod shards;
 mod shared;
 mod stats;
 
@@ -15,6 +16,7 @@ use crate::scope::try_enter;
 use crate::shed_registry;
 use crate::shedding::{self, ShedHook, ShedReport, Shedding};
 use lru::Lru;
+use shards::Shards;
 use shared::{Shared, State, Weigher};
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -63,7 +65,7 @@ use std::time::{Duration, Instant};
 /// assert_eq!((stats.total_hits, stats.total_misses), (1, 1));
 /// ```
 pub struct BoundedCache<K: Send + 'static, V: Send + 'static, S = RandomState> {
-    shared: Arc<Shared<K, V, S>>,
+    shards: Arc<Shards<K, V, S>>,
     /// The cache's registration (`shed_registry`), removed when the cache is dropped.
     registration: u64,
     /// The periodic task that drops expired entries, with a time to live; removed on drop.
@@ -94,6 +96,7 @@ pub struct CacheBuilder<K, V, S = RandomState> {
     weigher: Option<Weigher<K, V>>,
     on_shed: Option<ShedHook>,
     hasher: S,
+    shards: usize,
 }
 
 impl<
@@ -128,7 +131,7 @@ impl<
 
     /// How much an entry weighs (default 1). Called once per insert, outside the cache's lock.
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
-        self.weigher = Some(Box::new(weigher));
+        self.weigher = Some(Arc::new(weigher));
         self
     }
 
@@ -178,7 +181,33 @@ impl<
             weigher: self.weigher,
             on_shed: self.on_shed,
             hasher,
+            shards: self.shards,
         }
+    }
+
+    /// Splits the cache into `shards` shards (default 1, at most 256), each with its own lock
+    /// and a share of `max_weight` (rounded up): threads that use different keys at once then
+    /// mostly take different locks. A key's hash picks its shard. What sharding costs: the
+    /// order of use is kept per shard, so an insert evicts the least recently used entry of its
+    /// own shard (not of the whole cache), and an entry must fit within one shard's share. The
+    /// figures, the exporters, pressure and the `on_shed` hook see one cache.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: alloc_core::Governor<std::alloc::System> =
+    /// #     alloc_core::Governor::with_inner(std::alloc::System);
+    /// let sessions = alloc_core::BoundedCache::<u64, String>::builder("doc-shards")
+    ///     .max_weight(10_000)
+    ///     .shards(8)
+    ///     .build();
+    /// for id in 0..20_000 {
+    ///     sessions.insert(id, format!("session {id}")).unwrap();
+    /// }
+    /// assert!(sessions.len() <= 10_000 && sessions.len() > 9_000);
+    /// ```
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, 256);
+        self
     }
 
     /// The cache, empty, obeying the level its component has now. One made while the level is up
@@ -186,36 +215,48 @@ impl<
     pub fn build(self) -> BoundedCache<K, V, S> {
         let scope = try_enter(self.component).ok();
         let level = shedding::shedding_level(self.component);
-        let shared = Arc::new(Shared {
+        let clock = Instant::now();
+        let share = shards::share(self.max_weight, self.shards);
+        let ttl = self
+            .ttl
+            .map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        let shard = || {
+            Arc::new(Shared {
+                name: self.name,
+                component: self.component,
+                max_weight: share,
+                ttl,
+                clock,
+                shedding: self.shedding,
+                weigher: self.weigher.clone(),
+                state: OwnedLock::new(State {
+                    lru: Lru::with_hasher(self.hasher.clone()),
+                    level,
+                    base: share,
+                    shed_pending: false,
+                    hits: 0,
+                    misses: 0,
+                    inserts: 0,
+                    evictions: 0,
+                    shed: 0,
+                    refused: 0,
+                    expired: 0,
+                }),
+            })
+        };
+        let shards = Arc::new(Shards {
             name: self.name,
             component: self.component,
             max_weight: self.max_weight,
-            ttl: self
-                .ttl
-                .map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
-            clock: Instant::now(),
-            shedding: self.shedding,
-            weigher: self.weigher,
+            shards: (0..self.shards).map(|_| shard()).collect(),
+            hasher: self.hasher.clone(),
             on_shed: self.on_shed,
-            state: OwnedLock::new(State {
-                lru: Lru::with_hasher(self.hasher),
-                level,
-                base: self.max_weight,
-                shed_pending: false,
-                hits: 0,
-                misses: 0,
-                inserts: 0,
-                evictions: 0,
-                shed: 0,
-                refused: 0,
-                expired: 0,
-            }),
         });
         drop(scope);
-        let registration = shed_registry::register(self.component, &shared);
+        let registration = shed_registry::register(self.component, &shards);
         let sweep = self.ttl.map(|ttl| {
             let every = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
-            let cache: Weak<Shared<K, V, S>> = Arc::downgrade(&shared);
+            let cache: Weak<Shards<K, V, S>> = Arc::downgrade(&shards);
             let _scope = crate::scope::try_component_scope("memgov").ok();
             crate::monitor::every(every, move || {
                 if let Some(cache) = cache.upgrade() {
@@ -224,7 +265,7 @@ impl<
             })
         });
         BoundedCache {
-            shared,
+            shards,
             registration,
             sweep,
         }
@@ -272,6 +313,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + 'static> BoundedCache<K, V
             weigher: None,
             on_shed: None,
             hasher: RandomState::new(),
+            shards: 1,
         }
     }
 }
@@ -312,7 +354,7 @@ impl<
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (mut st, expired) = self.shared.lock_unexpired(key);
+        let (mut st, expired) = self.shards.of(key).lock_unexpired(key);
         let result = st.lru.get(key).map(f);
         match result {
             Some(_) => st.hits += 1,
@@ -350,7 +392,7 @@ impl<
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (st, expired) = self.shared.lock_unexpired(key);
+        let (st, expired) = self.shards.of(key).lock_unexpired(key);
         let result = st.lru.peek(key).map(f);
         drop(st);
         drop(expired);
@@ -368,16 +410,17 @@ impl<
     /// its growth fails gracefully there: the program goes on). An entry already under `key`
     /// stays.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, CacheRefusal<K, V>> {
-        let weight = self.shared.weigh(&key, &value);
-        let _scope = try_enter(self.shared.component).ok();
+        let shard = self.shards.of(&key);
+        let weight = shard.weigh(&key, &value);
+        let _scope = try_enter(shard.component).ok();
         let mut evicted = Evicted::default();
         let replaced = {
-            let mut st = self.shared.lock();
-            let bound = self.shared.bound(&st);
+            let mut st = shard.lock();
+            let bound = shard.bound(&st);
             let attempt = if weight > bound {
                 Err((key, value, RefusalCause::TooHeavy))
             } else {
-                let born = self.shared.now();
+                let born = shard.now();
                 st.lru
                     .try_insert(key, value, weight, born)
                     .map_err(|(key, value)| (key, value, RefusalCause::NoMemory))
@@ -391,7 +434,7 @@ impl<
                     return Err(CacheRefusal {
                         key,
                         value,
-                        component: self.shared.component,
+                        component: shard.component,
                         cause,
                         weight,
                         bound,
@@ -401,7 +444,7 @@ impl<
             };
             st.inserts += 1;
             let room = if st.shed_pending {
-                self.shared.max_weight
+                shard.max_weight
             } else {
                 bound
             };
@@ -459,7 +502,7 @@ impl<
             return Ok(value);
         }
         let value = {
-            let _scope = try_enter(self.shared.component).ok();
+            let _scope = try_enter(self.shards.component).ok();
             make()?
         };
         let copy = value.clone();
@@ -474,33 +517,42 @@ impl<
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shared.lock().lru.remove(key)
+        self.shards.of(key).lock().lru.remove(key)
     }
 
     /// Evicts the least recently used entries until the cache weighs at most `weight`; returns how
-    /// many went. For shedding by hand (from a task of your own, say).
+    /// many went. For shedding by hand (from a task of your own, say). A sharded cache trims each
+    /// shard to its share of `weight`.
     pub fn trim_to(&self, weight: u64) -> usize {
-        let mut n = 0;
-        while let Some(entry) = self.shared.pop_above(weight) {
-            drop(entry);
-            n += 1;
+        let shards = &self.shards.shards;
+        let n = shards.len() as u64;
+        let mut trimmed = 0;
+        for (i, shard) in shards.iter().enumerate() {
+            // `weight` split as evenly as whole numbers allow.
+            let limit = weight / n + u64::from((i as u64) < weight % n);
+            while let Some(entry) = shard.pop_above(limit) {
+                drop(entry);
+                trimmed += 1;
+            }
         }
-        n
+        trimmed
     }
 
     /// Removes every entry, and gives back the memory of the cache's own structures.
     pub fn clear(&self) {
-        let old = {
-            let mut st = self.shared.lock();
-            let empty = st.lru.emptied();
-            std::mem::replace(&mut st.lru, empty)
-        };
-        drop(old);
+        for shard in self.shards.shards.iter() {
+            let old = {
+                let mut st = shard.lock();
+                let empty = st.lru.emptied();
+                std::mem::replace(&mut st.lru, empty)
+            };
+            drop(old);
+        }
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.shared.lock().lru.len()
+        self.shards.shards.iter().map(|s| s.lock().lru.len()).sum()
     }
 
     /// Whether the cache is empty.
@@ -510,17 +562,21 @@ impl<
 
     /// The total weight of the entries (their number, without a weigher).
     pub fn weight(&self) -> u64 {
-        self.shared.lock().lru.weight()
+        self.shards
+            .shards
+            .iter()
+            .map(|s| s.lock().lru.weight())
+            .sum()
     }
 
     /// The component the cache belongs to.
     pub fn component(&self) -> ComponentId {
-        self.shared.component
+        self.shards.component
     }
 
     /// The cache's figures.
     pub fn stats(&self) -> CacheStats {
-        self.shared.stats()
+        self.shards.stats()
     }
 }
 

@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// What a cache, pool or queue tells the registry.
 pub(crate) trait Shed: Send + Sync {
-    /// Reads the level it obeys ([`shedding_level`](crate::shedding_level)) again, under its own
-    /// lock so that racing calls end with the latest reading, and sheds if it rose. A call that
-    /// finds the level it already obeys does nothing.
+    /// Reads the level it obeys ([`shedding_level`](crate::shedding_level)) again and sheds if it
+    /// rose, so that racing calls end with the latest reading (a pool and a queue read it under
+    /// their lock; a cache's shards read it once and again after, until it holds still). A call
+    /// that finds the level it already obeys does nothing.
     fn refresh_level(&self);
 
     /// Its figures now; `None` when the calling thread holds its lock (it is inside the cache's

@@ -1,28 +1,27 @@
-//! The state a [`BoundedCache`](super::BoundedCache) shares with memgov's monitor: its entries
-//! and figures behind one lock, and what it does when its level changes, a sweep comes due, or the
-//! process forks.
+//! One shard of a [`BoundedCache`](super::BoundedCache) (the whole cache, unless it was built
+//! with several): its entries and figures behind one lock, and what it does when its level
+//! changes or a sweep comes due. `shards.rs` puts the shards together for the monitor, the
+//! exporters and the fork handler.
 
 use super::lru::Lru;
 use super::CacheStats;
-use crate::owned_lock::{self, OwnedGuard, OwnedLock};
+use crate::owned_lock::{OwnedGuard, OwnedLock};
 use crate::pressure::Level;
 use crate::registry::ComponentId;
 use crate::scope::try_enter;
-use crate::shed_registry::{Figures, Shed};
-use crate::shedding::{self, ShedHook, ShedReport, Shedding};
-use std::any::Any;
+use crate::shedding::{ShedReport, Shedding};
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::time::Instant;
 
-pub(super) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+/// Shared by the shards.
+pub(super) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
-/// The cache itself, shared by its handle, the monitor's callback and sweep (weakly), and the
-/// fork handler: its settings, and its state behind one lock.
+/// One shard: its settings, and its state behind one lock.
 pub(super) struct Shared<K, V, S> {
     pub(super) name: &'static str,
     pub(super) component: ComponentId,
+    /// This shard's share of the cache's `max_weight`.
     pub(super) max_weight: u64,
     /// How long an entry lives after its insert (or its last replacement), in nanoseconds.
     pub(super) ttl: Option<u64>,
@@ -30,7 +29,6 @@ pub(super) struct Shared<K, V, S> {
     pub(super) clock: Instant,
     pub(super) shedding: Shedding,
     pub(super) weigher: Option<Weigher<K, V>>,
-    pub(super) on_shed: Option<ShedHook>,
     pub(super) state: OwnedLock<State<K, V, S>>,
 }
 
@@ -175,26 +173,15 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Shared<K, V, S> {
     }
 }
 
-impl<
-        K: Hash + Eq + Clone + Send + 'static,
-        V: Send + 'static,
-        S: BuildHasher + Clone + Send + Sync + 'static,
-    > Shed for Shared<K, V, S>
-{
-    fn figures(&self) -> Option<Figures> {
-        (!self.state.held_here()).then(|| Figures::Cache(self.stats()))
-    }
-
-    fn hold_for_fork(self: Arc<Self>) -> Option<Box<dyn Any>> {
-        owned_lock::hold_for_fork(self, |shared: &Self| &shared.state)
-    }
-
-    fn refresh_level(&self) {
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Shared<K, V, S> {
+    /// Moves the shard to `level` (the level its cache obeys, read once for all its shards) and,
+    /// if it rose, sheds down to the new bound (one entry per lock, each dropped outside it); what
+    /// it did, when the level changed.
+    pub(super) fn move_to(&self, level: Level) -> Option<ShedReport> {
         let (previous, level, entries_before, weight_before) = {
             let mut st = self.lock();
-            let level = shedding::shedding_level(self.component);
             if st.level == level {
-                return;
+                return None;
             }
             if st.level == Level::Normal {
                 st.base = st.lru.weight();
@@ -210,21 +197,17 @@ impl<
             shed += 1;
         }
         self.give_back_room(level);
-        if let Some(hook) = &self.on_shed {
-            let st = self.lock();
-            let report = ShedReport {
-                component: self.component,
-                previous,
-                level,
-                entries_before: entries_before as u64,
-                weight_before,
-                entries_after: st.lru.len() as u64,
-                weight_after: st.lru.weight(),
-                shed,
-            };
-            drop(st);
-            hook(&report);
-        }
+        let st = self.lock();
+        Some(ShedReport {
+            component: self.component,
+            previous,
+            level,
+            entries_before: entries_before as u64,
+            weight_before,
+            entries_after: st.lru.len() as u64,
+            weight_after: st.lru.weight(),
+            shed,
+        })
     }
 }
 
