@@ -249,7 +249,6 @@ impl<
             component: self.component,
             max_weight: self.max_weight,
             shards: (0..self.shards).map(|_| shard()).collect(),
-            hasher: self.hasher.clone(),
             on_shed: self.on_shed,
         });
         drop(scope);
