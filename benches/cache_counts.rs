@@ -30,11 +30,12 @@ static GLOBAL: memgov::Governor = memgov::Governor::new();
 
 const ENTRIES: u64 = 100_000;
 const OPS: [u64; 2] = [200_000, 400_000];
-const MAPS: [&str; 4] = [
+const MAPS: [&str; 5] = [
     "mutex-hashmap",
     "bounded-cache",
     "mutex-hashmap-fx",
     "bounded-cache-fx",
+    "bounded-cache-8-shards",
 ];
 const CASES: [&str; 2] = ["lookup", "insert"];
 
@@ -46,8 +47,11 @@ fn run(map: &str, case: &str, ops: u64) {
     match map {
         "mutex-hashmap" => run_map(case, ops, std::collections::hash_map::RandomState::new()),
         "mutex-hashmap-fx" => run_map(case, ops, FxBuildHasher::default()),
-        "bounded-cache" => run_cache(case, ops, std::collections::hash_map::RandomState::new()),
-        _ => run_cache(case, ops, FxBuildHasher::default()),
+        "bounded-cache" => run_cache(case, ops, std::collections::hash_map::RandomState::new(), 1),
+        "bounded-cache-8-shards" => {
+            run_cache(case, ops, std::collections::hash_map::RandomState::new(), 8)
+        }
+        _ => run_cache(case, ops, FxBuildHasher::default(), 1),
     }
 }
 
@@ -66,10 +70,16 @@ fn run_map<S: BuildHasher>(case: &str, ops: u64, hasher: S) {
     }
 }
 
-fn run_cache<S: BuildHasher + Clone + Send + Sync + 'static>(case: &str, ops: u64, hasher: S) {
+fn run_cache<S: BuildHasher + Clone + Send + Sync + 'static>(
+    case: &str,
+    ops: u64,
+    hasher: S,
+    shards: usize,
+) {
     let cache = memgov::BoundedCache::<u64, u64>::builder("cache-counts")
         .max_weight(ENTRIES)
         .hasher(hasher)
+        .shards(shards)
         .build();
     for k in 0..ENTRIES {
         cache.insert(k, k).unwrap();
@@ -96,7 +106,7 @@ fn main() {
     let exe = args[0].clone();
     println!("per operation, under cachegrind; ratios over the Mutex<HashMap>");
     println!(
-        "{:<16} {:>7} {:>13} {:>7} {:>10} {:>7}",
+        "{:<22} {:>7} {:>13} {:>7} {:>10} {:>7}",
         "map", "case", "instructions", "ratio", "L1d misses", "ratio"
     );
     for case in CASES {
@@ -112,7 +122,7 @@ fn main() {
                 plain = [per_op(0), per_op(1)];
             }
             println!(
-                "{map:<16} {case:>7} {:>13.1} {:>6.2}x {:>10.2} {:>6.2}x",
+                "{map:<22} {case:>7} {:>13.1} {:>6.2}x {:>10.2} {:>6.2}x",
                 per_op(0),
                 per_op(0) / plain[0],
                 per_op(1),

@@ -29,8 +29,30 @@ fn key(i: u64) -> u64 {
     i.wrapping_mul(7919) % ENTRIES
 }
 
+/// The `i`-th key of a walk in no order at all (splitmix64 of `i`): unlike [`key`], whose
+/// constant step leads the cache's slots (kept in insertion order) through memory at a constant
+/// stride, which the processor's prefetcher follows.
+fn scattered_key(i: u64) -> u64 {
+    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) % ENTRIES
+}
+
 fn full_cache() -> BoundedCache<u64, u64> {
     let cache = BoundedCache::new("bench-cache", ENTRIES);
+    for k in 0..ENTRIES {
+        cache.insert(k, k).unwrap();
+    }
+    cache
+}
+
+/// The same in 8 shards.
+fn full_sharded_cache() -> BoundedCache<u64, u64> {
+    let cache = BoundedCache::builder("bench-cache")
+        .max_weight(ENTRIES)
+        .shards(8)
+        .build();
     for k in 0..ENTRIES {
         cache.insert(k, k).unwrap();
     }
@@ -57,6 +79,7 @@ fn full_map() -> Mutex<HashMap<u64, u64>> {
 fn lookups(
     threads: usize,
     iters: u64,
+    order: fn(u64) -> u64,
     get: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>,
 ) -> Duration {
     let start = Arc::new(Barrier::new(threads));
@@ -67,7 +90,7 @@ fn lookups(
                 start.wait();
                 let began = Instant::now();
                 for i in 0..iters {
-                    black_box(get(key(i + t * 1000)));
+                    black_box(get(order(i + t * 1000)));
                 }
                 began.elapsed()
             })
@@ -77,30 +100,54 @@ fn lookups(
     total / threads as u32
 }
 
+/// A lookup function for `lookups`.
+type Get = Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
+
+/// A group of lookups: its name, the order of keys, and the maps it compares.
+type Case<'a> = (&'a str, fn(u64) -> u64, Vec<(&'a str, &'a Get)>);
+
 fn gets(c: &mut Criterion) {
-    for threads in [1usize, 2] {
-        let mut g = c.benchmark_group(format!("get-hit-{threads}t"));
-        let cache = Arc::new(full_cache());
-        let map = Arc::new(full_map());
-        g.bench_function("mutex-hashmap", |b| {
-            let map = Arc::clone(&map);
-            let get: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> =
-                Arc::new(move |k| map.lock().unwrap().get(&k).copied());
-            b.iter_custom(|iters| lookups(threads, iters, Arc::clone(&get)))
-        });
-        g.bench_function("bounded-cache", |b| {
-            let cache = Arc::clone(&cache);
-            let get: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> =
-                Arc::new(move |k| cache.get(&k));
-            b.iter_custom(|iters| lookups(threads, iters, Arc::clone(&get)))
-        });
-        g.bench_function("bounded-cache-fx", |b| {
-            let cache = Arc::new(full_fx_cache());
-            let get: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> =
-                Arc::new(move |k| cache.get(&k));
-            b.iter_custom(|iters| lookups(threads, iters, Arc::clone(&get)))
-        });
-        g.finish();
+    let cache = Arc::new(full_cache());
+    let map = Arc::new(full_map());
+    let fx = Arc::new(full_fx_cache());
+    let sharded = Arc::new(full_sharded_cache());
+    let cache_get: Get = Arc::new(move |k| cache.get(&k));
+    let map_get: Get = Arc::new(move |k| map.lock().unwrap().get(&k).copied());
+    let fx_get: Get = Arc::new(move |k| fx.get(&k));
+    let sharded_get: Get = Arc::new(move |k| sharded.get(&k));
+    let cases: [Case; 2] = [
+        (
+            "get-hit",
+            key,
+            vec![
+                ("mutex-hashmap", &map_get),
+                ("bounded-cache", &cache_get),
+                ("bounded-cache-fx", &fx_get),
+            ],
+        ),
+        // The order of keys that shows what sharding does: with `key`'s stride, one shard's
+        // slots are prefetched and eight shards' are not, which makes sharding look three times
+        // slower on one thread than it is.
+        (
+            "get-hit-scattered",
+            scattered_key,
+            vec![
+                ("mutex-hashmap", &map_get),
+                ("bounded-cache", &cache_get),
+                ("bounded-cache-8-shards", &sharded_get),
+            ],
+        ),
+    ];
+    for (group, order, gets) in &cases {
+        for threads in [1usize, 2] {
+            let mut g = c.benchmark_group(format!("{group}-{threads}t"));
+            for (name, get) in gets {
+                g.bench_function(*name, |b| {
+                    b.iter_custom(|iters| lookups(threads, iters, *order, Arc::clone(get)))
+                });
+            }
+            g.finish();
+        }
     }
 }
 
