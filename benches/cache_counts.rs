@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 #[path = "support/cachegrind.rs"]
 mod cachegrind;
-#[path = "support/fx_hash.rs"]
+#[path = "../alloc-core/src/fx_hash.rs"]
 mod fx_hash;
 
 use fx_hash::FxBuildHasher;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: memgov::Governor = memgov::Governor::new();
 
-#[path = "support/fx_hash.rs"]
+#[path = "../alloc-core/src/fx_hash.rs"]
 mod fx_hash;
 use fx_hash::FxBuildHasher;
 

@@ -55,6 +55,7 @@ mod counters;
 mod emergency_reserve;
 mod event_ring;
 mod fork;
+mod fx_hash;
 #[cfg(feature = "jemalloc")]
 mod gc_percent;
 mod global;

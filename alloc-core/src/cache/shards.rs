@@ -5,12 +5,13 @@
 
 use super::shared::Shared;
 use super::CacheStats;
+use crate::fx_hash::FxBuildHasher;
 use crate::owned_lock;
 use crate::registry::ComponentId;
 use crate::shed_registry::{Figures, Shed};
 use crate::shedding::{ShedHook, ShedReport};
 use std::any::Any;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 /// The cache's shards (one, unless it was built with more), each a least-recently-used list of
@@ -24,42 +25,6 @@ pub(super) struct Shards<K, V, S> {
     pub(super) on_shed: Option<ShedHook>,
 }
 
-/// FxHash (rustc's hasher: a rotate, a xor and a multiply per word), which picks a key's shard.
-/// Cheap, where hashing the key a second time with the maps' hasher (SipHash by default) cost a
-/// lookup a third more instructions (`cargo bench --bench cache_counts`). Keys chosen to land in
-/// one shard only bring back the contention sharding avoids: the bound and every entry stay
-/// safe, and the maps themselves keep their own hasher.
-#[derive(Default)]
-struct ShardHasher(u64);
-
-impl ShardHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for ShardHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// `max_weight` split over `n` shards: each holds at most this much (rounded up, so that the
 /// shards together may hold `n - 1` more than `max_weight`); `u64::MAX` stays unbounded.
 pub(super) fn share(max_weight: u64, n: usize) -> u64 {
@@ -71,16 +36,17 @@ pub(super) fn share(max_weight: u64, n: usize) -> u64 {
 }
 
 impl<K: Hash + Eq + Clone, V, S: BuildHasher + Clone> Shards<K, V, S> {
-    /// The shard `key` lives in, picked from the high 32 bits of its [`ShardHasher`] hash (the
-    /// well-mixed ones of a multiplicative hash).
+    /// The shard `key` lives in, picked from the high 32 bits of its FxHash (the well-mixed ones
+    /// of a multiplicative hash). FxHash, whatever the maps' hasher: hashing the key a second time
+    /// with SipHash cost a sharded lookup a third more instructions (`cargo bench --bench
+    /// cache_counts`). Keys chosen to land in one shard only bring back the contention sharding
+    /// avoids: the bound and every entry stay safe, and the maps keep their own hasher.
     pub(super) fn of<Q: Hash + ?Sized>(&self, key: &Q) -> &Shared<K, V, S> {
         let n = self.shards.len();
         if n == 1 {
             return &self.shards[0];
         }
-        let mut hasher = ShardHasher::default();
-        key.hash(&mut hasher);
-        let bits = hasher.finish() >> 32;
+        let bits = FxBuildHasher::default().hash_one(key) >> 32;
         &self.shards[((bits * n as u64) >> 32) as usize]
     }
 

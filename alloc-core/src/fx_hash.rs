@@ -1,6 +1,7 @@
-//! FxHash (rustc's hasher: a rotate, a xor and a multiply per word), for the benches that show
-//! what a cache's map costs with a fast hasher instead of std's SipHash. Not for keys an attacker
-//! chooses.
+//! FxHash (rustc's hasher: a rotate, a xor and a multiply per word). A sharded cache picks a
+//! key's shard with it (`cache/shards.rs`), and the benches that show what a cache's map costs
+//! with a fast hasher instead of std's SipHash include this file (`#[path]`). Not for keys an
+//! attacker chooses.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -25,6 +26,10 @@ impl Hasher for FxHasher {
 
     fn write_u64(&mut self, n: u64) {
         self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
     }
 
     fn finish(&self) -> u64 {
